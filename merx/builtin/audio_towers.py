@@ -1,0 +1,1 @@
+"""Built-in audio_towers (placeholder until implemented)."""

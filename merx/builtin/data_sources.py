@@ -1,0 +1,1 @@
+"""Built-in data_sources (placeholder until implemented)."""

@@ -1,0 +1,1 @@
+"""Built-in text_towers (placeholder until implemented)."""

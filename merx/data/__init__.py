@@ -1,0 +1,1 @@
+"""Songs, data sources and the checks applied to them."""

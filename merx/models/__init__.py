@@ -1,0 +1,1 @@
+"""Towers, fusions, heads and the model that joins them."""
