@@ -155,6 +155,269 @@ def config_cmd(file, sets, as_json):
         click.echo(to_toml(cfg), nl=False)
 
 
+
+# -- data and features ----------------------------------------------------------------------
+
+def _friendly_errors(fn):
+    """Turn the errors a user can fix into one clear message and exit status 2 (1 for failed runs)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from merx.config import ConfigError
+        from merx.plugins import UnknownPlugin
+
+        known = [ConfigError, UnknownPlugin]
+        for modname, names in (("merx.pipeline", ("RunError",)), ("merx.data.merge", ("DataSourceError",)),
+                               ("merx.data.integrity", ("SplitOverlapError",)),
+                               ("merx.store", ("RunNotFound", "StoreError"))):
+            try:
+                mod = __import__(modname, fromlist=list(names))
+            except ImportError:
+                continue
+            known += [getattr(mod, n) for n in names if hasattr(mod, n)]
+        try:
+            return fn(*args, **kwargs)
+        except tuple(known) as exc:
+            fail(str(exc), 2)
+
+    return wrapper
+
+
+def _print_prepare(console, cfg, prepared):
+    from rich.table import Table
+
+    from merx.data.songs import QUADRANTS
+
+    counts = prepared.table.counts()
+    t = Table(title=f"{cfg['name']}: songs per split and quadrant", title_justify="left")
+    t.add_column("split")
+    for q in QUADRANTS:
+        t.add_column(q, justify="right")
+    t.add_column("total", justify="right", style="bold")
+    for split, row in counts.items():
+        t.add_row(split, *(str(row[q]) for q in QUADRANTS), str(sum(row.values())))
+    console.print(t)
+    fs = prepared.features
+    if fs is not None:
+        console.print(f"features: {fs.computed} computed, {fs.hits} from cache "
+                      f"({prepared.timings['feature_seconds']:.1f} s); dB reference power {prepared.ref_power:g}")
+    for w in prepared.overlap_warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    fails = prepared.table.failures
+    if fails:
+        ft = Table(title=f"{len(fails)} songs could not be used", title_justify="left", title_style="yellow")
+        for col in ("song", "stage", "reason"):
+            ft.add_column(col)
+        for f in fails:
+            ft.add_row(f.song_id, f.stage, f.reason)
+        console.print(ft)
+    else:
+        console.print("no failures")
+
+
+@cli.command("prepare")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting (repeatable).")
+@_friendly_errors
+def prepare_cmd(file, sets):
+    """Run the data and feature stages of FILE alone: songs, failures, cached features."""
+    from merx.pipeline import prepare
+
+    cfg = _load_config(file, sets)
+    console = _console()
+    prepared = prepare(cfg, progress=True)
+    _print_prepare(console, cfg, prepared)
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+def _store(db):
+    from merx.store import RunStore
+
+    return RunStore(db)
+
+
+def _fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def _metrics_table(title, metrics: dict, baselines: dict | None = None):
+    from rich.table import Table
+
+    baselines = baselines or {}
+    t = Table(title=title, title_justify="left")
+    t.add_column("metric")
+    t.add_column("model", style="bold green", justify="right")
+    for name in baselines:
+        t.add_column(name, justify="right", style="dim")
+    for key, value in metrics.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        t.add_row(key, _fmt(value), *(_fmt(b.get(key)) for b in baselines.values()))
+    return t
+
+
+def _dry_run(cfg):
+    from rich.table import Table
+
+    from merx.models.params import parameter_counts
+    from merx.pipeline import build
+    from merx.plugins import get_registry
+
+    # Counts depend on the architecture alone, so no weights are loaded: a dry run of an
+    # experiment using a hub model works before that model was ever downloaded.
+    model = build(cfg, get_registry(), pretrained=False)
+    t = Table(title=f"{cfg['name']}: parameters (architecture only, no weights loaded)", title_justify="left")
+    for col in ("part", "module", "total", "trainable"):
+        t.add_column(col, justify="left" if col in ("part", "module") else "right")
+    for row in parameter_counts(model):
+        t.add_row(row.part, row.module, f"{row.total:,}", f"{row.trainable:,}")
+    _console().print(t)
+
+
+@cli.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Resolve, build the model, print parameter counts, and exit.")
+@click.option("--db", envvar="MERX_DB", default=None, help="Results database (file or URL; default results.db).")
+@_friendly_errors
+def run_cmd(file, sets, dry_run, db):
+    """Train and evaluate the experiment in FILE; record everything in the results database."""
+    cfg = _load_config(file, sets)
+    if dry_run:
+        _dry_run(cfg)
+        return
+    from merx.pipeline import run
+
+    console = _console()
+    store = _store(db)
+    try:
+        result = run(cfg, file, store, progress=True, console=console)
+    except KeyboardInterrupt:
+        fail("interrupted: the run is recorded as 'interrupted' with its finished epochs "
+             "(merx runs --status interrupted)", 130)
+    except Exception as exc:
+        from merx.train import TrainingDiverged
+
+        if isinstance(exc, TrainingDiverged):
+            fail(str(exc), 1)
+        raise
+    console.print(_metrics_table(f"run{result.run_id} test metrics (best epoch {result.best_epoch} of "
+                                 f"{result.epochs_run}) beside baselines fitted on the training split",
+                                 result.test_metrics, result.baselines))
+    console.print(f"recorded as [bold]run{result.run_id}[/bold] in {store.location}; `merx show run{result.run_id}`")
+
+
+@cli.command("runs")
+@click.option("--experiment", help="Only runs of this experiment.")
+@click.option("--status", type=click.Choice(["running", "completed", "failed", "interrupted"]))
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--db", envvar="MERX_DB", default=None, help="Results database (file or URL; default results.db).")
+@_friendly_errors
+def runs_cmd(experiment, status, limit, as_json, db):
+    """List recent runs, newest first."""
+    rows = _store(db).list_runs(experiment=experiment, status=status, limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    t = Table(title="runs", title_justify="left")
+    for col in ("run", "experiment", "status", "task", "started", "epochs", "best", "device", "headline"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(f"run{r['id']}", r["experiment"], r["status"], r["task"], str(r["started_at"])[:19],
+                  _fmt(r.get("epochs_run")), _fmt(r.get("best_epoch")), r.get("device") or "-",
+                  _headline(r.get("metrics") or {}))
+    _console().print(t)
+
+
+def _headline(metrics: dict) -> str:
+    for key in ("macro_f1", "quadrant_macro_f1"):
+        if metrics.get(key) is not None:
+            extra = ""
+            if metrics.get("valence_mae") is not None:
+                extra = f", V MAE {metrics['valence_mae']:.3f}, A MAE {metrics['arousal_mae']:.3f}"
+            return f"{key} {metrics[key]:.3f}{extra}"
+    return "-"
+
+
+@cli.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--db", envvar="MERX_DB", default=None, help="Results database (file or URL; default results.db).")
+@_friendly_errors
+def show_cmd(run_id, as_json, db):
+    """Show one run: config, learning curve, test metrics beside baselines, failures."""
+    store = _store(db)
+    run = store.get_run(run_id)
+    if as_json:
+        click.echo(json.dumps(run, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    from merx.config import flatten, to_toml
+
+    console = _console()
+    console.print(f"[bold]run{run['id']}[/bold] {run['experiment']} — [bold]{run['status']}[/bold]"
+                  f" ({run['task']}, seed {run['seed']}, {run.get('device') or '?'}); started {run['started_at']}"
+                  f", {_fmt(run.get('wall_seconds'))} s; config hash {run['config_hash']}")
+    if run.get("error"):
+        console.print(f"[red]error:[/red] {run['error']}")
+    if run.get("experiment_file"):
+        console.print(f"file: {run['experiment_file']}; git: {run.get('git_commit') or '-'}")
+    console.print("[dim]" + to_toml(run["config"]).rstrip() + "[/dim]", markup=True, highlight=False)
+    epochs = run.get("epochs") or {}
+    if epochs:
+        cols = ["train_loss", "val_loss"]
+        monitor = run["config"]["train"]["early_stopping"]["monitor"]
+        if monitor not in cols:
+            cols.append(monitor)
+        cols += ["grad_norm_pre_clip"]
+        t = Table(title="learning curve", title_justify="left")
+        t.add_column("epoch", justify="right")
+        for c in cols:
+            t.add_column(c, justify="right")
+        for e in sorted(epochs, key=int):
+            mark = " *" if run.get("best_epoch") is not None and int(e) == run["best_epoch"] else ""
+            t.add_row(f"{e}{mark}", *(_fmt(epochs[e].get(c)) for c in cols))
+        console.print(t)
+        console.print("* best epoch (its weights were restored for the test evaluation)")
+    test = (run.get("metrics") or {}).get("test") or {}
+    if test:
+        console.print(_metrics_table("test metrics beside baselines", test, run.get("baselines") or {}))
+    if run.get("plugins"):
+        console.print("plugins: " + ", ".join(f"{p['kind']}:{p['name']} ({p['origin']}"
+                                              f"{' ' + p['version'] if p.get('version') else ''})"
+                                              for p in run["plugins"]))
+    fails = run.get("failures") or []
+    if fails:
+        t = Table(title=f"{len(fails)} songs failed", title_justify="left", title_style="yellow")
+        for col in ("song", "stage", "reason"):
+            t.add_column(col)
+        for f in fails:
+            t.add_row(f["song_id"], f["stage"], f["reason"])
+        console.print(t)
+
+
+def _attach_command_modules():
+    import importlib
+
+    from merx.commands import MODULES
+
+    for name in MODULES:
+        importlib.import_module(name).attach(cli)
+
+
+_attach_command_modules()
+
+
 def main():
     cli(prog_name="merx")
 

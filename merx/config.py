@@ -353,7 +353,7 @@ def _validate(raw: dict, schema: dict, file, prefix: str, registry) -> dict:
 
 def _check_values(cfg: dict, file) -> None:
     """Cross-field and range checks that types alone cannot express."""
-    positive = ["features.sample_rate", "features.n_fft", "features.hop_length", "features.n_mels",
+    positive = ["features.ref_value", "features.sample_rate", "features.n_fft", "features.hop_length", "features.n_mels",
                 "features.duration", "train.batch_size", "train.epochs"]
     for key in positive:
         if get(cfg, key) <= 0:
@@ -366,6 +366,12 @@ def _check_values(cfg: dict, file) -> None:
         raise ConfigError("hop_length larger than n_fft skips samples", file, "features.hop_length")
     mode = cfg["train"]["early_stopping"]["mode"]
     monitor = cfg["train"]["early_stopping"]["monitor"]
+    from merx.metrics import metric_names
+
+    monitors = ["val_loss"] + [f"val_{m}" for m in metric_names(cfg["task"])]
+    if monitor not in monitors:
+        raise ConfigError(f"cannot monitor {monitor!r} in a {cfg['task']} run{_suggest(monitor, monitors)}; "
+                          f"available: {', '.join(monitors)}", file, "train.early_stopping.monitor")
     if any(word in monitor for word in ("loss", "mse", "mae")) and mode == "max":
         raise ConfigError(f"{monitor!r} is better when lower; set mode = 'min'", file, "train.early_stopping.mode")
     if any(word in monitor for word in ("f1", "accuracy", "r2", "ccc")) and mode == "min":

@@ -40,7 +40,8 @@ CONTEXT = {
     "text_augmentations": set(),
     # Mel bins and frames of the spectrogram the tower receives.
     "audio_towers": {"n_mels", "n_frames"},
-    "text_towers": set(),
+    # False when merx needs only the architecture (``merx run --dry-run``): build without weights.
+    "text_towers": {"pretrained"},
     # Pooled and per-token sizes of the two towers' outputs.
     "fusions": {"audio_dim", "text_dim", "audio_seq_dim", "text_seq_dim"},
 }

@@ -126,8 +126,16 @@ class Registry:
     def add_module(self, module, origin: str, source: str, version: str | None) -> None:
         try:
             self.pm.register(module, name=f"{origin}:{source}")
-        except Exception as exc:  # pluggy validates hook names and signatures here
+        except Exception as exc:  # pluggy validates hook signatures here
             self.warn(f"plugin {source!r} ({origin}) could not be registered: {exc}")
+            return
+        try:
+            # An implementation of a hook that does not exist (a typo) is otherwise ignored silently.
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(module)
+            self.warn(f"plugin {source!r} ({origin}) could not be registered: {exc}; "
+                      f"the hooks are: {', '.join(KINDS.values())}, register_commands")
             return
         self._origins[id(module)] = (origin, source, version)
 
@@ -135,8 +143,8 @@ class Registry:
         """Call every registration hook of every plugin, recording who registered what."""
         for kind, hook_name in KINDS.items():
             hook = getattr(self.pm.hook, hook_name)
-            # Built-ins first, then in load order: pluggy lists impls last-registered first.
-            for impl in reversed(hook.get_hookimpls()):
+            # get_hookimpls() is in registration order: built-ins, entry points, local files.
+            for impl in hook.get_hookimpls():
                 origin, source, version = self._origins[id(impl.plugin)]
 
                 def register(name, factory, _kind=kind, _hook=hook_name, _o=origin, _s=source, _v=version):

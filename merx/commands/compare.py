@@ -1,0 +1,5 @@
+"""CLI commands: compare (placeholder until implemented)."""
+
+
+def attach(cli):
+    pass

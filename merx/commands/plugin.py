@@ -1,0 +1,5 @@
+"""CLI commands: plugin (placeholder until implemented)."""
+
+
+def attach(cli):
+    pass

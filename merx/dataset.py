@@ -1,0 +1,81 @@
+"""Songs -> model inputs: the torch Dataset and the per-epoch loader wrapper."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from merx.data.songs import QUADRANTS
+
+
+class SongDataset(Dataset):
+    """One item per song: mel spectrogram, text inputs, target.
+
+    ``text`` holds per-song tensors, indexed like ``songs``: either tokens
+    (``input_ids``/``attention_mask``) for a trainable text tower, or a frozen tower's outputs
+    computed once (``text_pooled``, optionally ``text_sequence``/``text_mask``).
+    Random draws (the random crop) come from a generator seeded by (seed, epoch, song index),
+    so a run is reproducible and DataLoader workers never share draws."""
+
+    def __init__(self, songs, task: str, mel_view=None, text: dict | None = None, train: bool = False,
+                 seed: int = 0):
+        self.songs = songs
+        self.task = task
+        self.mel_view = mel_view
+        self.text = text or {}
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.songs)
+
+    def target(self, song):
+        if self.task == "classification":
+            return torch.tensor(QUADRANTS.index(song.quadrant), dtype=torch.long)
+        return torch.tensor([song.valence, song.arousal], dtype=torch.float32)
+
+    def __getitem__(self, i: int) -> dict:
+        song = self.songs[i]
+        item = {"song_id": song.id, "target": self.target(song)}
+        if self.mel_view is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i]) if self.train else None
+            mel = self.mel_view.get(song.id, train=self.train, rng=rng)
+            item["mel"] = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).unsqueeze(0)
+        for key, values in self.text.items():
+            if values is not None:
+                item[key] = values[i]
+        return item
+
+
+class EpochLoader:
+    """A DataLoader that tells its dataset which epoch it is serving (for seeded random draws).
+
+    Workers are re-created each epoch (persistent_workers off), so they see the new epoch."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+        self.dataset = loader.dataset
+        self.epoch = 0
+
+    def __iter__(self):
+        self.epoch += 1
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def make_loader(dataset: SongDataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
+                worker_init_fn=None):
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                        generator=generator, worker_init_fn=worker_init_fn, drop_last=False)
+    return EpochLoader(loader)

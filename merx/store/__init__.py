@@ -1,0 +1,12 @@
+"""The results store: every run merx makes, recorded in SQLite (or any SQLAlchemy database).
+
+``merx.store.schema`` documents every table and column; ``merx.store.migrations`` how the
+schema evolves; ``merx.store.runstore`` the ``RunStore`` API.
+"""
+
+from merx.store.errors import InvalidRunId, RunNotFound, SchemaTooNew, StoreError
+from merx.store.runstore import (DEFAULT_DB, ENV_VAR, STATUSES, RunStore, format_run_id, parse_run_id,
+                                 resolve_url)
+
+__all__ = ["RunStore", "StoreError", "RunNotFound", "InvalidRunId", "SchemaTooNew", "parse_run_id",
+           "format_run_id", "resolve_url", "DEFAULT_DB", "ENV_VAR", "STATUSES"]

@@ -1,0 +1,89 @@
+"""Schema migrations: small named functions, applied in order, each exactly once.
+
+The ``migrations`` table records the name of every function applied (and when). Opening a
+database applies the missing ones, so an older database is upgraded in place; a database that
+records a migration this merx does not know was written by a newer merx and is refused
+(``SchemaTooNew``) rather than misread. All of it happens in one transaction (``BEGIN
+IMMEDIATE`` on SQLite): two processes opening a new file at once cannot both migrate it.
+
+To change the schema: append a new function decorated with ``@migration``, never edit or
+reorder an applied one. ``m001_initial`` creates the tables from ``schema.py``; before the
+first change to a table there, copy that table's original definition into ``m001_initial``
+so that a fresh database still goes through every step (the test comparing the migrated
+schema with ``schema.py`` catches a forgotten step).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable
+
+import sqlalchemy as sa
+
+from merx.store import schema
+from merx.store.errors import SchemaTooNew
+
+Migration = Callable[[sa.Connection], None]
+
+#: Every migration, in the order they are applied.
+MIGRATIONS: list[Migration] = []
+
+migrations_table = sa.Table(
+    "migrations", sa.MetaData(),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("applied_at", sa.String(40), nullable=False),
+)
+
+
+def migration(fn: Migration) -> Migration:
+    """Register ``fn`` as the next migration; its ``__name__`` is what the database records."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(conn: sa.Connection) -> None:
+    schema.metadata.create_all(conn)
+
+
+@migration
+def m002_run_lookup_indexes(conn: sa.Connection) -> None:
+    # Plain DDL, not sa.Index objects: those would attach to schema.metadata, and a later
+    # m001 (on another fresh database) would then create them before this step runs.
+    for column in ("experiment", "group_hash", "config_hash"):
+        conn.exec_driver_sql(f"CREATE INDEX ix_runs_{column} ON runs ({column})")
+
+
+def applied_migrations(conn: sa.Connection) -> list[str]:
+    """Names of the migrations recorded in the database, oldest first ([] for a new database)."""
+    if not sa.inspect(conn).has_table("migrations"):
+        return []
+    q = sa.select(migrations_table.c.name).order_by(migrations_table.c.applied_at, migrations_table.c.name)
+    return list(conn.execute(q).scalars())
+
+
+def migrate(engine: sa.Engine, migrations: list[Migration] | None = None, where: str = "the database") -> list[str]:
+    """Bring the database up to date; returns the names of the migrations applied now.
+
+    ``migrations`` defaults to ``MIGRATIONS`` (tests pass a prefix to build an older database);
+    ``where`` names the database in error messages."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    known = [fn.__name__ for fn in migrations]
+    with engine.begin() as conn:
+        migrations_table.create(conn, checkfirst=True)
+        applied = applied_migrations(conn)
+        unknown = [name for name in applied if name not in known]
+        if unknown:
+            raise SchemaTooNew(
+                f"{where} was written by a newer merx: it records schema migrations this merx does not "
+                f"know ({', '.join(unknown)}; this merx knows {len(known)}, up to {known[-1]}). "
+                "Upgrade merx, or choose another database with --db PATH (or MERX_DB).")
+        done = []
+        for fn in migrations:
+            if fn.__name__ in applied:
+                continue
+            fn(conn)
+            conn.execute(sa.insert(migrations_table).values(
+                name=fn.__name__, applied_at=datetime.now(timezone.utc).isoformat(timespec="microseconds")))
+            done.append(fn.__name__)
+    return done

@@ -1,0 +1,442 @@
+"""``RunStore``: what merx records about each run, written as it happens and read back later.
+
+The database is ``results.db`` in the working directory unless ``--db`` / ``MERX_DB`` names
+another file or an SQLAlchemy URL (a server). SQLite is configured for several processes
+writing at once (field-notes.md, "SQLite through SQLAlchemy"): WAL journal, 30-s busy timeout,
+pysqlite's own transaction handling off and ``BEGIN IMMEDIATE`` at the start of every write
+transaction, so that a read-then-write transaction waits for the lock instead of failing or
+losing an update. Reads begin ``DEFERRED``: under WAL they never wait for a writer.
+
+Every write method is one transaction: ``add_epoch`` commits each epoch, so a run whose process
+dies keeps every epoch it finished (its status stays ``running``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from merx.store import schema as t
+from merx.store.errors import InvalidRunId, RunNotFound, StoreError
+from merx.store.migrations import migrate
+
+DEFAULT_DB = "results.db"
+ENV_VAR = "MERX_DB"
+#: How long a write waits for another process's write transaction before giving up.
+BUSY_TIMEOUT_S = 30.0
+STATUSES = ("running", "completed", "failed", "interrupted")
+FINAL_STATUSES = STATUSES[1:]
+
+_PREDICTION_KEYS = ("song_id", "split", "true_valence", "true_arousal", "pred_valence", "pred_arousal",
+                    "true_quadrant", "pred_quadrant", "probs", "probs_json")
+_PREDICTION_FLOATS = ("true_valence", "true_arousal", "pred_valence", "pred_arousal")
+_FAILURE_KEYS = ("song_id", "stage", "reason", "path")
+_PLUGIN_KEYS = ("kind", "name", "origin", "source", "version")
+_JSON_FIELDS = {"config": "config_json", "versions": "versions_json", "tags": "tags_json"}
+_RUN_ID = re.compile(r"(?:run)?\s*(\d+)", re.IGNORECASE)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def parse_run_id(text: str | int) -> int:
+    """``"run12"``, ``"12"`` or ``12`` -> ``12``; anything else raises ``InvalidRunId``."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text > 0:
+            return text
+    else:
+        m = _RUN_ID.fullmatch(str(text).strip())
+        if m and int(m.group(1)) > 0:
+            return int(m.group(1))
+    raise InvalidRunId(f"{text!r} is not a run id: write it as run12 or 12 (a positive number).")
+
+
+def format_run_id(run_id: int) -> str:
+    """``12`` -> ``"run12"``, the way users see run ids."""
+    return f"run{run_id}"
+
+
+def resolve_url(url_or_path: str | os.PathLike | None = None) -> str:
+    """The database URL: the argument, else ``$MERX_DB``, else ``results.db`` in the working directory.
+
+    A value with ``://`` is an SQLAlchemy URL; anything else is a file path, made absolute (so a
+    later ``chdir`` cannot move the database) and turned into ``sqlite:///<path>``."""
+    value = os.fspath(url_or_path) if url_or_path else (os.environ.get(ENV_VAR) or DEFAULT_DB)
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def create_store_engine(url: str) -> sa.Engine:
+    """An engine for ``url``; SQLite (pysqlite) gets the multi-process configuration."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise StoreError(f"{url!r} is neither a database file path nor an SQLAlchemy URL "
+                         "(e.g. sqlite:///results.db, postgresql://user@host/merx).") from None
+    if parsed.get_backend_name() != "sqlite" or parsed.get_driver_name() != "pysqlite":
+        return sa.create_engine(parsed)
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    # pysqlite's timeout is SQLite's busy timeout: a locked database is retried this long.
+    engine = sa.create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_conn, _record):
+        # pysqlite would otherwise issue its own deferred BEGIN (only before DML) and COMMIT
+        # before DDL; SQLAlchemy's "begin" hook below takes over.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")  # readers and one writer proceed together
+        # In WAL mode NORMAL survives any crash of the process (not a power cut mid-commit)
+        # and spares an fsync per epoch.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        # IMMEDIATE takes the write lock up front (waiting up to the busy timeout); a deferred
+        # transaction that reads then writes fails at once with "database is locked".
+        conn.exec_driver_sql("BEGIN " + conn.get_execution_options().get("merx_begin", "IMMEDIATE"))
+
+    return engine
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _number(value: Any, what: str) -> float | None:
+    """A metric value as a float; NaN and infinities become None (stored as NULL)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{what}: expected a number, got the string {value!r}")
+    try:
+        x = float(value)  # also numpy scalars and one-element tensors
+    except (TypeError, ValueError):
+        raise TypeError(f"{what}: expected a number, got {value!r}") from None
+    return x if math.isfinite(x) else None
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    # NaN is not JSON: write null, as the REAL columns do.
+    return json.dumps(_finite_tree(value), default=str, allow_nan=False)
+
+
+def _finite_tree(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_tree(v) for v in value]
+    return value
+
+
+def _check_keys(row: Mapping, allowed: Iterable[str], what: str) -> None:
+    extra = set(row) - set(allowed)
+    if extra:
+        raise ValueError(f"{what}: unknown field(s) {', '.join(sorted(map(str, extra)))}; "
+                         f"the fields are {', '.join(allowed)}")
+
+
+def _as_dict(row: Any) -> dict:
+    return row.to_dict() if hasattr(row, "to_dict") else dict(row)
+
+
+def _decode_run(row: Mapping) -> dict:
+    out = {k: v for k, v in row.items() if not k.endswith("_json")}
+    for field, column in _JSON_FIELDS.items():
+        raw = row[column]
+        out[field] = json.loads(raw) if raw is not None else ({} if field != "tags" else [])
+    out["name"] = format_run_id(row["id"])
+    return out
+
+
+# -- the store --------------------------------------------------------------------------------
+
+class RunStore:
+    """The results database: runs, their epochs, metrics, baselines, predictions and failures.
+
+    ``RunStore()`` opens ``$MERX_DB`` or ``./results.db``; ``RunStore("other.db")`` or
+    ``RunStore("postgresql://...")`` another one. Opening creates the file if needed and
+    upgrades an older schema (``upgraded`` lists the migrations applied). Create one store per
+    process (an engine must not cross a fork)."""
+
+    parse_run_id = staticmethod(parse_run_id)
+
+    def __init__(self, url_or_path: str | os.PathLike | None = None):
+        self.url = resolve_url(url_or_path)
+        self.engine = create_store_engine(self.url)
+        self._reader = self.engine.execution_options(merx_begin="DEFERRED")
+        try:
+            self.upgraded = migrate(self.engine, where=self.location)
+        except sa.exc.DBAPIError as exc:
+            self.engine.dispose()
+            raise StoreError(f"cannot open the results database {self.location}: {exc.orig}. "
+                             "Choose another with --db PATH (or MERX_DB).") from exc
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @property
+    def location(self) -> str:
+        """The database file for SQLite, else the URL without its password: for messages."""
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database:
+            return url.database
+        return url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"RunStore({self.location!r})"
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _not_found(self, conn: sa.Connection, run_id: int) -> RunNotFound:
+        latest = list(conn.execute(sa.select(t.runs.c.id).order_by(t.runs.c.id.desc()).limit(5)).scalars())
+        if latest:
+            hint = "the latest are " + ", ".join(map(format_run_id, latest))
+        else:
+            hint = "it holds no runs yet"
+        return RunNotFound(f"no run {format_run_id(run_id)} in {self.location}; {hint}. "
+                           "(--db PATH or MERX_DB selects another database.)")
+
+    def _require(self, conn: sa.Connection, run_id: int) -> sa.RowMapping:
+        row = conn.execute(sa.select(t.runs).where(t.runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise self._not_found(conn, run_id)
+        return row
+
+    def _insert(self, table: sa.Table, run_id: int, rows: list[dict], duplicate: str) -> None:
+        """Insert ``rows`` for an existing run in one transaction."""
+        with self.engine.begin() as conn:
+            self._require(conn, run_id)
+            if not rows:
+                return
+            try:
+                conn.execute(sa.insert(table), rows)
+            except sa.exc.IntegrityError as exc:
+                raise StoreError(f"{format_run_id(run_id)}: {duplicate} ({exc.orig})") from None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def start_run(self, experiment: str, experiment_file: str | None, config: dict, config_hash: str,
+                  group_hash: str, seed: int | None, task: str, device: str | None, versions: dict,
+                  git_commit: str | None, description: str = "", tags: Iterable[str] = ()) -> int:
+        """Record a new run with status ``running``; returns its id."""
+        values = dict(
+            experiment=experiment, experiment_file=None if experiment_file is None else str(experiment_file),
+            description=description or "", config_json=_json(config), config_hash=config_hash,
+            group_hash=group_hash, seed=seed, task=task, status="running", started_at=_iso(_now()),
+            device=None if device is None else str(device), versions_json=_json(versions or {}),
+            git_commit=git_commit, tags_json=_json(list(tags or ())))
+        with self.engine.begin() as conn:
+            return conn.execute(sa.insert(t.runs).values(**values)).inserted_primary_key[0]
+
+    def add_plugins(self, run_id: int, rows: list[dict]) -> None:
+        """Record the plugins a run used: dicts with kind, name, origin, source, version
+        (``Plugin.provenance()``)."""
+        clean = []
+        for row in map(_as_dict, rows):
+            _check_keys(row, _PLUGIN_KEYS, "plugin row")
+            clean.append({"run_id": run_id, **{k: row.get(k) for k in _PLUGIN_KEYS}})
+        self._insert(t.run_plugins, run_id, clean, "could not record its plugins")
+
+    def add_epoch(self, run_id: int, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Record one finished epoch's metrics in their own transaction (NaN/inf stored as NULL)."""
+        rows = [{"run_id": run_id, "epoch": int(epoch), "metric": str(name),
+                 "value": _number(value, f"{format_run_id(run_id)} epoch {epoch} metric {name!r}")}
+                for name, value in metrics.items()]
+        self._insert(t.epochs, run_id, rows, f"epoch {epoch} is already recorded")
+
+    def add_metrics(self, run_id: int, split: str, metrics: Mapping[str, float]) -> None:
+        """Record the final model's metrics on ``split`` (``test`` or ``validate``)."""
+        rows = [{"run_id": run_id, "split": split, "metric": str(name),
+                 "value": _number(value, f"{format_run_id(run_id)} {split} metric {name!r}")}
+                for name, value in metrics.items()]
+        self._insert(t.metrics, run_id, rows, f"{split} metrics are already recorded")
+
+    def add_baselines(self, run_id: int, baseline: str, metrics: Mapping[str, float]) -> None:
+        """Record the test metrics of one baseline predictor (``mean``, ``quadrant_centre``, ...)."""
+        rows = [{"run_id": run_id, "baseline": baseline, "metric": str(name),
+                 "value": _number(value, f"{format_run_id(run_id)} baseline {baseline} metric {name!r}")}
+                for name, value in metrics.items()]
+        self._insert(t.baselines, run_id, rows, f"baseline {baseline!r} is already recorded")
+
+    def add_predictions(self, run_id: int, rows: list[dict]) -> None:
+        """Record per-song predictions: dicts with song_id and split (required), true_/pred_valence,
+        true_/pred_arousal, true_/pred_quadrant, and probs (class probabilities, list or dict)."""
+        clean = []
+        for row in map(_as_dict, rows):
+            _check_keys(row, _PREDICTION_KEYS, "prediction row")
+            if row.get("song_id") is None or row.get("split") is None:
+                raise ValueError(f"prediction row {row!r}: song_id and split are required")
+            out = {"run_id": run_id, "song_id": str(row["song_id"]), "split": row["split"],
+                   "true_quadrant": row.get("true_quadrant"), "pred_quadrant": row.get("pred_quadrant")}
+            for key in _PREDICTION_FLOATS:
+                out[key] = _number(row.get(key), f"prediction of {row['song_id']!r}: {key}")
+            probs = row.get("probs")
+            if probs is not None and hasattr(probs, "tolist"):  # numpy array or tensor
+                probs = probs.tolist()
+            out["probs_json"] = row.get("probs_json") if probs is None else _json(probs)
+            clean.append(out)
+        self._insert(t.predictions, run_id, clean, "a song's prediction is already recorded for that split")
+
+    def add_failures(self, run_id: int, failures: list[dict]) -> None:
+        """Record songs that could not be used: dicts (or ``Failure`` objects) with song_id,
+        stage, reason and path."""
+        clean = []
+        for row in map(_as_dict, failures):
+            _check_keys(row, _FAILURE_KEYS, "failure row")
+            clean.append({"run_id": run_id, "song_id": str(row["song_id"]), "stage": row["stage"],
+                          "reason": str(row["reason"]), "path": None if row.get("path") is None else str(row["path"])})
+        self._insert(t.failures, run_id, clean, "could not record its failures")
+
+    def add_artifact(self, run_id: int, kind: str, path: str | os.PathLike) -> None:
+        """Record a file the run wrote (``checkpoint``, ``plot``, ...)."""
+        self._insert(t.artifacts, run_id, [{"run_id": run_id, "kind": kind, "path": os.fspath(path)}],
+                     "could not record the artifact")
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        """Set columns of a run, e.g. ``note="lr too high"``, ``best_epoch=7``. ``config``,
+        ``versions`` and ``tags`` take the decoded values."""
+        columns = set(t.runs.c.keys()) - {"id"}
+        values = {}
+        for key, value in fields.items():
+            if key in _JSON_FIELDS:
+                key, value = _JSON_FIELDS[key], _json(value)
+            if key not in columns:
+                raise ValueError(f"update_run: runs has no field {key!r}; the fields are "
+                                 f"{', '.join(sorted(columns | set(_JSON_FIELDS)))}")
+            if key == "status" and value not in STATUSES:
+                raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {value!r}")
+            values[key] = value
+        with self.engine.begin() as conn:
+            self._require(conn, run_id)
+            if values:
+                conn.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(**values))
+
+    def finish_run(self, run_id: int, status: str, error: str | None = None, best_epoch: int | None = None,
+                   epochs_run: int | None = None, checkpoint_path: str | None = None) -> None:
+        """Close a run: set its final status, ``ended_at`` and ``wall_seconds``; the optional fields
+        are set only when given."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"a run finishes as one of {', '.join(FINAL_STATUSES)}, not {status!r}")
+        ended = _now()
+        with self.engine.begin() as conn:
+            started = datetime.fromisoformat(self._require(conn, run_id)["started_at"])
+            values = {"status": status, "ended_at": _iso(ended),
+                      "wall_seconds": round((ended - started).total_seconds(), 3)}
+            optional = {"error": error, "best_epoch": best_epoch, "epochs_run": epochs_run,
+                        "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path)}
+            values.update({k: v for k, v in optional.items() if v is not None})
+            conn.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(**values))
+
+    def delete_run(self, run_id: int | str) -> None:
+        """Remove a run and everything recorded with it. Its id is not reused."""
+        run_id = parse_run_id(run_id)
+        with self.engine.begin() as conn:
+            self._require(conn, run_id)
+            conn.execute(sa.delete(t.runs).where(t.runs.c.id == run_id))
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def list_runs(self, experiment: str | None = None, status: str | None = None, limit: int | None = 20, *,
+                  group_hash: str | None = None, config_hash: str | None = None) -> list[dict]:
+        """Runs, newest first, as ``get_run`` decodes them (without epochs, predictions, ...), each
+        with ``metrics``: its test metrics ``{metric: value}`` ({} until it has any)."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        q = sa.select(t.runs).order_by(t.runs.c.id.desc())
+        for column, value in (("experiment", experiment), ("status", status), ("group_hash", group_hash),
+                              ("config_hash", config_hash)):
+            if value is not None:
+                q = q.where(t.runs.c[column] == value)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._reader.begin() as conn:
+            rows = conn.execute(q).mappings().all()
+            test: dict[int, dict] = defaultdict(dict)
+            ids = [r["id"] for r in rows]
+            if ids:
+                mq = sa.select(t.metrics).where(t.metrics.c.run_id.in_(ids), t.metrics.c.split == "test")
+                for m in conn.execute(mq):
+                    test[m.run_id][m.metric] = m.value
+        return [{**_decode_run(r), "metrics": test[r["id"]]} for r in rows]
+
+    def get_run(self, run_id: int | str) -> dict:
+        """One run, every column decoded (``config``, ``versions``, ``tags`` instead of the
+        ``_json`` columns), plus ``plugins`` (list), ``epochs`` ``{epoch: {metric: value}}``,
+        ``metrics`` ``{split: {metric: value}}``, ``baselines`` ``{baseline: {metric: value}}``,
+        ``failures`` (list), ``artifacts`` (list) and ``prediction_count``. Unknown id:
+        ``RunNotFound``."""
+        run_id = parse_run_id(run_id)
+        with self._reader.begin() as conn:
+            out = _decode_run(self._require(conn, run_id))
+
+            def rows(table: sa.Table, *order) -> list[dict]:
+                q = sa.select(table).where(table.c.run_id == run_id).order_by(*order)
+                return [dict(r) for r in conn.execute(q).mappings()]
+
+            out["plugins"] = [{k: r[k] for k in _PLUGIN_KEYS} for r in rows(t.run_plugins, t.run_plugins.c.kind)]
+            epochs: dict[int, dict[str, float | None]] = {}
+            for r in rows(t.epochs, t.epochs.c.epoch):
+                epochs.setdefault(r["epoch"], {})[r["metric"]] = r["value"]
+            out["epochs"] = epochs
+            out["metrics"] = self._nested(rows(t.metrics, t.metrics.c.split), "split")
+            out["baselines"] = self._nested(rows(t.baselines, t.baselines.c.baseline), "baseline")
+            out["failures"] = [{k: r[k] for k in _FAILURE_KEYS} for r in rows(t.failures, t.failures.c.song_id)]
+            out["artifacts"] = [{"kind": r["kind"], "path": r["path"]} for r in rows(t.artifacts)]
+            out["prediction_count"] = conn.execute(
+                sa.select(sa.func.count()).select_from(t.predictions).where(t.predictions.c.run_id == run_id)
+            ).scalar_one()
+        return out
+
+    @staticmethod
+    def _nested(rows: list[dict], key: str) -> dict[str, dict[str, float | None]]:
+        out: dict[str, dict[str, float | None]] = {}
+        for r in rows:
+            out.setdefault(r[key], {})[r["metric"]] = r["value"]
+        return out
+
+    def get_predictions(self, run_id: int | str, split: str | None = None) -> list[dict]:
+        """Per-song predictions of a run (``probs`` decoded), by split then song id."""
+        run_id = parse_run_id(run_id)
+        q = (sa.select(t.predictions).where(t.predictions.c.run_id == run_id)
+             .order_by(t.predictions.c.split, t.predictions.c.song_id))
+        if split is not None:
+            q = q.where(t.predictions.c.split == split)
+        with self._reader.begin() as conn:
+            self._require(conn, run_id)
+            out = []
+            for r in conn.execute(q).mappings():
+                row = {k: v for k, v in r.items() if k not in ("run_id", "probs_json")}
+                row["probs"] = json.loads(r["probs_json"]) if r["probs_json"] is not None else None
+                out.append(row)
+        return out

@@ -1,0 +1,303 @@
+"""Training and evaluation: one loop that reads top to bottom (in the spirit of nanoGPT).
+
+What it fixes from the dissertation's notebooks:
+
+* the best weights are kept as a real copy (the notebooks' ``state_dict().copy()`` was a
+  shallow copy of the live tensors, so the "restored best model" was the last one) and put
+  back into the model at the end of :meth:`Trainer.fit`, before any test evaluation;
+* the reported best epoch is the epoch that was best, not ``stop epoch - patience``;
+* gradients are clipped by norm, and the norm before and after clipping is recorded;
+* each part of the model (audio, text, fusion, head) has its own learning rate.
+
+A model is an ``nn.Module`` called as ``model(batch) -> Tensor[B, out]`` with
+``parts() -> {"audio"|"text"|"fusion"|"head": [trainable parameters]}``. A batch is a dict of
+tensors plus ``"song_id"`` (a list of str); ``batch["target"]`` is ``FloatTensor[B, 2]``
+(valence, arousal) for regression and ``LongTensor[B]`` (0..3 = Q1..Q4) for classification.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from merx.config import LR_PARTS, ConfigError
+from merx.data.songs import QUADRANTS
+# Device and seeding helpers live in merx.devices; re-exported so a run needs one import.
+from merx.devices import amp_settings, loader_generator, seed_everything, select_device, worker_init_fn
+from merx.early_stopping import EarlyStopping
+from merx.metrics import classification_metrics, metric_names, quadrant_indices, regression_metrics
+
+
+__all__ = ["Trainer", "FitResult", "TrainingDiverged", "evaluate", "loss_fn", "build_optimizer",
+           "build_scheduler", "available_monitors", "to_device", "amp_settings", "loader_generator",
+           "seed_everything", "select_device", "worker_init_fn"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss (or the gradient) became NaN or infinite; ``epoch`` and ``step`` say where."""
+
+    def __init__(self, epoch: int, step: int | None, what: str, value: float):
+        self.epoch, self.step, self.value = epoch, step, value
+        where = f"epoch {epoch}, step {step}" if step is not None else f"epoch {epoch}, validation"
+        super().__init__(f"training diverged at {where}: the {what} is {value}. Lower the learning "
+                         "rate (train.lr), enable gradient clipping (train.grad_clip, e.g. 1.0), "
+                         "or check the inputs and targets for NaN/inf values.")
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` did. ``best_epoch`` is 1-based (None if no epoch had a finite
+    monitored value); the model holds that epoch's weights."""
+
+    best_epoch: int | None
+    best_score: float
+    epochs_run: int
+    stopped_early: bool
+    monitor: str
+    history: list[dict] = field(default_factory=list)
+
+
+# -- pieces ---------------------------------------------------------------------------------
+
+def to_device(obj, device: torch.device):
+    """Move the tensors of a (nested) batch to ``device``; everything else stays as it is."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in obj):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def loss_fn(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE on (valence, arousal) for regression, cross-entropy on quadrant logits otherwise."""
+    output = output.float()  # the loss in full precision, whatever autocast produced
+    if task == "regression":
+        if output.shape != target.shape:
+            raise ValueError(f"regression output has shape {tuple(output.shape)} but the target "
+                             f"{tuple(target.shape)}: the head must output 2 values (valence, arousal)")
+        return F.mse_loss(output, target.float())
+    if task == "classification":
+        return F.cross_entropy(output, target.long())
+    raise ValueError(f"unknown task {task!r}: expected 'regression' or 'classification'")
+
+
+def available_monitors(task: str) -> list[str]:
+    """The validation metrics early stopping can watch for ``task``."""
+    return ["val_loss"] + [f"val_{m}" for m in metric_names(task)]
+
+
+def build_optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
+    """Adam or AdamW with one parameter group per non-empty part, each with its own lr."""
+    parts = model.parts()
+    unknown = sorted(set(parts) - set(LR_PARTS))
+    if unknown:
+        raise ValueError(f"model.parts() has unknown parts {unknown}; use {', '.join(LR_PARTS)}")
+    groups = [{"name": part, "params": list(parts[part]), "lr": train_cfg["lr"][part]}
+              for part in LR_PARTS if parts.get(part)]
+    if not groups:
+        raise ValueError("model.parts() lists no trainable parameters: there is nothing to train")
+    # A trainable parameter outside every part would silently never change.
+    grouped = {id(p) for g in groups for p in g["params"]}
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in grouped]
+    if missing:
+        raise ValueError(f"{len(missing)} trainable parameters are in no part of model.parts() "
+                         f"(e.g. {', '.join(missing[:3])}): add them to a part, or freeze them "
+                         "with requires_grad_(False)")
+    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    return optimizers[train_cfg["optimizer"]](groups, weight_decay=train_cfg["weight_decay"])
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict):
+    """StepLR, CosineAnnealingLR over all epochs, or None; stepped once per epoch."""
+    sched = train_cfg["scheduler"]
+    if sched["name"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched["step_size"], gamma=sched["gamma"])
+    if sched["name"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_cfg["epochs"])
+    if sched["name"] == "none":
+        return None
+    raise ValueError(f"unknown scheduler {sched['name']!r}: expected step, cosine or none")
+
+
+# -- evaluation -----------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, task: str, device: torch.device, amp: bool = False
+             ) -> tuple[dict[str, float], list[dict]]:
+    """Loss and task metrics over ``loader``, and one prediction record per song.
+
+    Regression records hold song_id, true/pred valence and arousal, and the true/pred quadrant
+    those imply; classification records hold song_id, true/pred quadrant and the 4 class
+    probabilities. Leaves the model in eval mode."""
+    amp, amp_dtype = amp_settings(device, amp)
+    model.eval()
+    outputs, targets, song_ids, loss_sum = [], [], [], 0.0
+    for batch in loader:
+        batch = to_device(batch, device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            output = model(batch)
+        n = len(batch["target"])
+        loss_sum += loss_fn(task, output, batch["target"]).item() * n
+        outputs.append(output.float().cpu())
+        targets.append(batch["target"].cpu())
+        song_ids.extend(batch.get("song_id", [None] * n))
+    if not outputs:
+        raise ValueError("the evaluation loader yielded no batches (is the split empty?)")
+    out, target = torch.cat(outputs).numpy(), torch.cat(targets).numpy()
+    metrics = {"loss": loss_sum / len(target)}
+    if task == "regression":
+        metrics.update(regression_metrics(target, out))
+        true_q, pred_q = quadrant_indices(target), quadrant_indices(out)
+        predictions = [{"song_id": sid, "true_valence": float(t[0]), "true_arousal": float(t[1]),
+                        "pred_valence": float(p[0]), "pred_arousal": float(p[1]),
+                        "true_quadrant": QUADRANTS[tq], "pred_quadrant": QUADRANTS[pq]}
+                       for sid, t, p, tq, pq in zip(song_ids, target, out, true_q, pred_q)]
+    else:
+        probs = torch.softmax(torch.from_numpy(out), dim=1).numpy()
+        pred = probs.argmax(axis=1)
+        metrics.update(classification_metrics(target, pred))
+        predictions = [{"song_id": sid, "true_quadrant": QUADRANTS[int(t)], "pred_quadrant": QUADRANTS[int(p)],
+                        "probs": [float(x) for x in pr]}
+                       for sid, t, p, pr in zip(song_ids, target, pred, probs)]
+    return metrics, predictions
+
+
+# -- training -------------------------------------------------------------------------------
+
+class Trainer:
+    """Trains ``model`` on ``train_loader``, validating on ``val_loader`` after every epoch.
+
+    ``train_cfg`` is the resolved ``train`` table of an experiment. ``on_epoch(epoch, metrics)``
+    is called as soon as an epoch is done (the caller stores it, so a crash keeps finished
+    epochs). Attributes worth reading after an exception: ``history``, ``early_stopping``."""
+
+    def __init__(self, model: torch.nn.Module, train_loader, val_loader, train_cfg: dict, task: str,
+                 device: torch.device, on_epoch: Callable[[int, dict], None] | None = None,
+                 progress: bool = True):
+        self.model = model.to(device)
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.cfg, self.task, self.device = train_cfg, task, torch.device(device)
+        self.on_epoch, self.progress = on_epoch, progress
+
+        es = train_cfg["early_stopping"]
+        monitors = available_monitors(task)
+        if es["monitor"] not in monitors:
+            close = difflib.get_close_matches(es["monitor"], monitors, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"cannot monitor {es['monitor']!r} for task {task!r}{hint}; "
+                              f"available: {', '.join(monitors)}", key="train.early_stopping.monitor")
+        self.early_stopping = EarlyStopping(es["monitor"], es["mode"], es["patience"], es["min_delta"])
+
+        self.optimizer = build_optimizer(self.model, train_cfg)
+        self.scheduler = build_scheduler(self.optimizer, train_cfg)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.amp, self.amp_dtype = amp_settings(self.device, train_cfg["amp"])
+        # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
+        self.history: list[dict] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def fit(self) -> FitResult:
+        """Train until ``epochs`` or early stopping; the model ends with the best epoch's weights."""
+        epochs, monitor = self.cfg["epochs"], self.early_stopping.monitor
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+        try:
+            with Progress(*columns, disable=not self.progress) as bar:
+                for epoch in range(1, epochs + 1):
+                    t0 = time.perf_counter()
+                    lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
+                    task_id = bar.add_task(f"epoch {epoch}/{epochs}", total=_length(self.train_loader), info="")
+                    train_stats = self.train_one_epoch(epoch, bar, task_id)
+                    val, _ = evaluate(self.model, self.val_loader, self.task, self.device, self.amp)
+                    metrics = {**train_stats, **{f"val_{k}": v for k, v in val.items()}, **lrs,
+                               "epoch_seconds": time.perf_counter() - t0}
+                    self.history.append(metrics)
+
+                    # Bookkeeping first, so that whatever happens in on_epoch this epoch counts.
+                    es = self.early_stopping
+                    if es.update(epoch, metrics[monitor]):
+                        # A real copy: state_dict() returns the live tensors themselves.
+                        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    if self.scheduler is not None:
+                        self.scheduler.step()
+                    bar.update(task_id, info=f"loss {metrics['train_loss']:.4f}  {monitor} "
+                                             f"{metrics[monitor]:.4f}  best {es.best_score:.4f} @ {es.best_epoch}")
+                    if self.on_epoch is not None:
+                        self.on_epoch(epoch, metrics)
+                    if not math.isfinite(metrics["val_loss"]):
+                        raise TrainingDiverged(epoch, None, "validation loss", metrics["val_loss"])
+                    if es.should_stop:
+                        break
+        finally:
+            # Also on KeyboardInterrupt or divergence: leave the model at its best epoch.
+            if self.best_state is not None:
+                self.model.load_state_dict(self.best_state)
+        es = self.early_stopping
+        return FitResult(best_epoch=es.best_epoch, best_score=es.best_score, epochs_run=len(self.history),
+                         stopped_early=es.should_stop and len(self.history) < epochs, monitor=monitor,
+                         history=self.history)
+
+    def train_one_epoch(self, epoch: int, bar: Progress | None = None, task_id=None) -> dict[str, float]:
+        """One pass over the training data; returns train_loss and the gradient-norm statistics."""
+        model, optimizer, scaler = self.model, self.optimizer, self.scaler
+        max_norm = self.cfg["grad_clip"] or math.inf  # 0 = off; clipping at inf just measures the norm
+        model.train()
+        loss_sum, seen, pre_norms, post_norms = 0.0, 0, [], []
+        for step, batch in enumerate(self.train_loader, start=1):
+            batch = to_device(batch, self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                output = model(batch)
+            loss = loss_fn(self.task, output, batch["target"])
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(epoch, step, "training loss", loss_value)
+
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip and measure the true gradients, not the scaled ones
+            pre = torch.nn.utils.clip_grad_norm_(self.params, max_norm).item()
+            if math.isfinite(pre):
+                pre_norms.append(pre)
+                post_norms.append(_grad_norm(self.params))
+            elif not scaler.is_enabled():  # with fp16 scaling an overflow just skips the step
+                raise TrainingDiverged(epoch, step, "gradient norm", pre)
+            scaler.step(optimizer)
+            scaler.update()
+
+            n = len(batch["target"])
+            loss_sum, seen = loss_sum + loss_value * n, seen + n
+            if bar is not None:
+                bar.update(task_id, advance=1, info=f"loss {loss_sum / seen:.4f}")
+        if seen == 0:
+            raise ValueError("the training loader yielded no batches (is the training split empty?)")
+        return {
+            "train_loss": loss_sum / seen,
+            "grad_norm_pre_clip": float(np.mean(pre_norms)) if pre_norms else math.nan,
+            "grad_norm_pre_clip_max": max(pre_norms, default=math.nan),
+            "grad_norm_post_clip": float(np.mean(post_norms)) if post_norms else math.nan,
+            "grad_norm_post_clip_max": max(post_norms, default=math.nan),
+        }
+
+
+def _grad_norm(params) -> float:
+    """The L2 norm of all gradients together, as clip_grad_norm_ measures it."""
+    norms = [torch.linalg.vector_norm(p.grad.detach()) for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)).item() if norms else 0.0
+
+
+def _length(loader) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:  # an iterable dataset may not know its length
+        return None

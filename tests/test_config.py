@@ -1,0 +1,133 @@
+"""Experiment files: extends, --set, validation with suggestions, defaults, hashing."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from merx import config
+from merx.cli import cli
+from merx.config import ConfigError
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_filled_in(tmp_path):
+    cfg = config.load(write(tmp_path / "e.toml", 'seed = 3\n'))
+    assert cfg["name"] == "e" and cfg["seed"] == 3
+    assert cfg["features"]["n_mels"] == 128 and cfg["features"]["ref"] == "fixed"
+    assert cfg["model"]["audio"]["name"] == "vggish"
+    # plugin settings are filled from the factory's signature
+    assert cfg["model"]["audio"]["channels"] == [64, 128, 256, 512]
+    assert cfg["train"]["lr"] == {"audio": 1e-3, "text": 1e-5, "fusion": 1e-3, "head": 1e-3}
+
+
+def test_extends_is_relative_to_the_file_and_later_values_win(tmp_path):
+    (tmp_path / "base").mkdir()
+    write(tmp_path / "base" / "common.toml", '[train]\nepochs = 7\nbatch_size = 4\n[model.fusion]\nname = "cross_attention"\nheads = 2\n')
+    (tmp_path / "exp").mkdir()
+    f = write(tmp_path / "exp" / "child.toml", 'extends = "../base/common.toml"\n[train]\nepochs = 9\n')
+    cfg = config.load(f)
+    assert cfg["train"]["epochs"] == 9 and cfg["train"]["batch_size"] == 4
+    assert cfg["model"]["fusion"]["name"] == "cross_attention" and cfg["model"]["fusion"]["heads"] == 2
+
+
+def test_switching_plugin_drops_the_old_plugins_settings(tmp_path):
+    write(tmp_path / "base.toml", '[model.fusion]\nname = "cross_attention"\nheads = 2\n')
+    f = write(tmp_path / "child.toml", 'extends = "base.toml"\n[model.fusion]\nname = "concat"\n')
+    assert config.load(f)["model"]["fusion"]["name"] == "concat"
+    cfg = config.load(tmp_path / "base.toml", ["model.fusion.name=concat"])
+    assert "heads" not in cfg["model"]["fusion"]
+
+
+def test_extends_cycle_and_missing_parent(tmp_path):
+    write(tmp_path / "a.toml", 'extends = "b.toml"\n')
+    write(tmp_path / "b.toml", 'extends = "a.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        config.load(tmp_path / "a.toml")
+    write(tmp_path / "c.toml", 'extends = "nope.toml"\n')
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "c.toml")
+
+
+def test_set_overrides_parse_toml_values(tmp_path):
+    f = write(tmp_path / "e.toml", "")
+    cfg = config.load(f, ["train.epochs=3", "train.amp=false", "model.head.hidden=[32, 16]",
+                          "task=classification", "train.lr.text=2e-5"])
+    assert cfg["train"]["epochs"] == 3 and cfg["train"]["amp"] is False
+    assert cfg["model"]["head"]["hidden"] == [32, 16] and cfg["task"] == "classification"
+    assert cfg["train"]["lr"]["text"] == 2e-5
+
+
+def test_scalar_lr_sets_every_part(tmp_path):
+    cfg = config.load(write(tmp_path / "e.toml", "[train]\nlr = 0.01\n"))
+    assert set(cfg["train"]["lr"].values()) == {0.01}
+
+
+@pytest.mark.parametrize("text, key, fragment", [
+    ("[train]\nepocs = 3\n", "train.epocs", "did you mean 'epochs'"),
+    ("[featurs]\nn_mels = 3\n", "featurs", "did you mean 'features'"),
+    ("[train]\nepochs = 'many'\n", "train.epochs", "expected an integer"),
+    ("task = 'regresion'\n", "task", "did you mean 'regression'"),
+    ("[model.fusion]\nname = 'concatt'\n", "model.fusion.name", "available: "),
+    ("[model.audio]\nchanels = [1]\n", "model.audio.chanels", "did you mean 'channels'"),
+    ("[model.audio]\nconvs_per_block = 'two'\n", "model.audio.convs_per_block", "expected an integer"),
+    ("[train]\nbatch_size = 0\n", "train.batch_size", "must be positive"),
+    ("task = 'classification'\n[train.early_stopping]\nmonitor = 'val_macro_f1'\n", "train.early_stopping.mode",
+     "higher"),
+    ("[train.early_stopping]\nmonitor = 'val_macro_f1'\nmode = 'max'\n", "train.early_stopping.monitor",
+     "available: "),
+    ("[train.early_stopping]\nmonitor = 'val_quadrant_macro_f'\nmode = 'max'\n", "train.early_stopping.monitor",
+     "did you mean 'val_quadrant_macro_f1'"),
+])
+def test_bad_configs_name_the_file_and_key(tmp_path, text, key, fragment):
+    f = write(tmp_path / "bad.toml", text)
+    with pytest.raises(ConfigError) as info:
+        config.load(f)
+    assert info.value.key == key
+    assert fragment in str(info.value)
+    assert str(f) in str(info.value)
+
+
+def test_cli_typo_exits_2_with_suggestion(tmp_path):
+    f = write(tmp_path / "bad.toml", "[train]\nepocs = 3\n")
+    result = CliRunner().invoke(cli, ["config", str(f)])
+    assert result.exit_code == 2
+    assert "train.epocs" in result.stderr and "did you mean 'epochs'" in result.stderr
+
+
+def test_cli_invalid_toml_and_missing_file(tmp_path):
+    f = write(tmp_path / "bad.toml", "[train\n")
+    result = CliRunner().invoke(cli, ["config", str(f)])
+    assert result.exit_code == 2 and "not valid TOML" in result.stderr
+    result = CliRunner().invoke(cli, ["config", "missing.toml"])
+    assert result.exit_code == 2 and "file not found" in result.stderr
+
+
+def test_config_command_prints_resolved_toml_that_loads_back(tmp_path):
+    f = write(tmp_path / "e.toml", "seed = 5\n")
+    result = CliRunner().invoke(cli, ["config", str(f), "--set", "train.epochs=2"])
+    assert result.exit_code == 0, result.output
+    out = write(tmp_path / "resolved.toml", result.stdout)
+    again = config.load(out)
+    original = config.load(f, ["train.epochs=2"])
+    assert again == original
+    as_json = CliRunner().invoke(cli, ["config", str(f), "--json"])
+    assert json.loads(as_json.stdout)["seed"] == 5
+
+
+def test_hash_ignores_name_and_tags_but_not_settings(tmp_path):
+    a = config.load(write(tmp_path / "a.toml", 'tags = ["x"]\n'))
+    b = config.load(write(tmp_path / "b.toml", ""))
+    c = config.load(write(tmp_path / "c.toml", "[train]\nepochs = 3\n"))
+    assert config.config_hash(a) == config.config_hash(b) != config.config_hash(c)
+    d = config.load(write(tmp_path / "d.toml", "seed = 9\n"))
+    assert config.config_hash(d) != config.config_hash(b)
+    assert config.config_hash(d, include_seed=False) == config.config_hash(b, include_seed=False)
+
+
+def test_flatten():
+    assert config.flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
