@@ -372,7 +372,10 @@ def show_cmd(run_id, as_json, db):
         console.print(f"[red]error:[/red] {run['error']}")
     if run.get("experiment_file"):
         console.print(f"file: {run['experiment_file']}; git: {run.get('git_commit') or '-'}")
-    console.print("[dim]" + to_toml(run["config"]).rstrip() + "[/dim]", markup=True, highlight=False)
+    from rich.text import Text
+
+    # Text, not markup: "[train.lr]" section headers would otherwise be read as rich tags.
+    console.print(Text(to_toml(run["config"]).rstrip(), style="dim"))
     epochs = run.get("epochs") or {}
     if epochs:
         cols = ["train_loss", "val_loss"]

@@ -394,6 +394,7 @@ def resolve(raw: dict, file: str | None = None, registry=None) -> dict:
     raw = dict(raw)
     raw.pop("extends", None)
     cfg = _validate(raw, SCHEMA, file, "", registry)
+    cfg.pop("extends")  # already followed: the resolved config stands alone
     if cfg["name"] is None:
         cfg["name"] = Path(file).stem if file else "experiment"
     _check_values(cfg, file)
