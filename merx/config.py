@@ -467,3 +467,33 @@ def to_toml(cfg: dict) -> str:
 
     table(cfg, "")
     return "\n".join(lines).lstrip() + "\n"
+
+
+def schema_markdown() -> str:
+    """The config reference table of the README, generated from ``SCHEMA`` so it cannot drift."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(node: dict, prefix: str):
+        for k, spec in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(spec, dict):
+                walk(spec, f"{key}.")
+            elif isinstance(spec, PluginTable):
+                rows.append(f"| `{key}.name` | plugin ({spec.kind}) | `{spec.default}` | {spec.help} "
+                            f"Other keys of `[{key}]` are the plugin's own settings (`merx list-plugins`). |")
+            elif isinstance(spec, PluginList):
+                rows.append(f"| `{key}` | list of plugin tables ({spec.kind}) | `[]` | {spec.help} "
+                            f"Each item: `name`, `p` (probability, default 1.0) and the plugin's settings. |")
+            else:
+                tname = {int: "integer", float: "number", str: "string", bool: "boolean",
+                         list: "list"}.get(spec.type, spec.type.__name__)
+                default = "file stem" if key == "name" else json.dumps(spec.default)
+                choices = f" One of: {', '.join(f'`{c}`' for c in spec.choices)}." if spec.choices else ""
+                rows.append(f"| `{key}` | {tname} | `{default}` | {spec.help}{choices} |")
+
+    walk(SCHEMA, "")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m merx.config  -> the README's config reference
+    print(schema_markdown())
