@@ -93,18 +93,52 @@ def cli(plugins_dir, no_local_plugins):
                                            "audio_towers", "text_towers", "fusions"]),
               help="Only this kind.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_plugins(kind, as_json):
-    """Show installed plugins of every kind: name, origin, settings, description."""
+@click.option("--requirements", is_flag=True,
+              help="Print a requirements line (dist==version) per installed plugin distribution.")
+def list_plugins(kind, as_json, requirements):
+    """Show installed plugins of every kind: name, origin, settings, description; then every
+    loaded plugin module with the hooks it implements."""
+    from importlib import metadata
+
     from merx.hookspecs import DESCRIPTIONS, KINDS
     from merx.plugins import get_registry
 
     reg = get_registry()
     kinds = [kind] if kind else list(KINDS)
+
+    # Every loaded plugin module, in load order: pluggy names each "origin:source" (merx.plugins).
+    modules = []
+    for plugin_name, module in reg.pm.list_name_plugin():
+        origin, _, source = plugin_name.partition(":")
+        version = next((p.version for ps in reg.plugins.values() for p in ps.values()
+                        if p.origin == origin and p.source == source), None)
+        if origin == "distribution" and version is None:
+            try:
+                version = metadata.version(source)
+            except metadata.PackageNotFoundError:
+                pass
+        hooks = sorted(h.name for h in reg.pm.get_hookcallers(module) or [])
+        modules.append({"origin": origin, "source": source, "version": version, "hooks": hooks})
+    hooks_of = {(m["origin"], m["source"]): m["hooks"] for m in modules}
+
+    if requirements:
+        dists = sorted({(m["source"], m["version"]) for m in modules if m["origin"] == "distribution"})
+        for dist, version in dists:
+            click.echo(f"{dist}=={version}" if version else dist)
+        local = [m["source"] for m in modules if m["origin"] == "local file"]
+        if local:
+            # On stderr, so that `merx list-plugins --requirements > requirements.txt` stays clean.
+            click.echo("# local plugin files are not installable; copy them with the project: "
+                       + ", ".join(local), err=True)
+        if not dists:
+            click.echo("# no plugin distributions installed (built-ins come with merx)", err=True)
+        return
     if as_json:
         out = {}
         for k in kinds:
             out[k] = [{"name": p.name, "origin": p.origin, "source": p.source, "version": p.version,
-                       "hook": p.hook, "summary": p.summary,
+                       "hook": p.hook, "hooks": hooks_of.get((p.origin, p.source), [p.hook]),
+                       "summary": p.summary,
                        "params": [{"name": q.name, "required": q.required,
                                    "default": None if q.required else q.default} for q in p.params]}
                       for p in (reg.plugins[k][n] for n in reg.names(k))]
@@ -126,17 +160,37 @@ def list_plugins(kind, as_json):
         if not reg.plugins[k]:
             table.add_row("-", "-", "-", "(none installed)")
         console.print(table)
+    if kind:
+        return
+    local = any(m["origin"] == "local file" for m in modules)
+    table = Table(title="plugin modules and the hooks they implement", title_justify="left", expand=False,
+                  caption=("local plugin files are code that runs: --no-local-plugins or "
+                           "MERX_NO_LOCAL_PLUGINS=1 skips them") if local else None, caption_justify="left")
+    table.add_column("module", style="bold")
+    table.add_column("origin", style="magenta")
+    table.add_column("hooks")
+    for m in modules:
+        origin = {"distribution": f"{m['source']} {m['version'] or ''}".strip(), "local file": "local file"}
+        table.add_row(m["source"], origin.get(m["origin"], m["origin"]), ", ".join(m["hooks"]) or "-")
+    console.print(table)
 
 
 # -- config ---------------------------------------------------------------------------------
 
-def _load_config(file, sets):
-    from merx.config import ConfigError, load
+def _load_plan(file, sets):
+    """The experiment's runs: a plain file is one cell and one seed; ``[sweep]``/seeds give more."""
+    from merx.config import ConfigError
+    from merx.sweep import load_plan
 
     try:
-        return load(file, list(sets))
+        return load_plan(file, list(sets))
     except ConfigError as exc:
         fail(str(exc), 2)
+
+
+def _load_config(file, sets):
+    """The resolved config of FILE (for a sweep, its first cell and seed)."""
+    return _load_plan(file, sets).cells[0].configs[0]
 
 
 @cli.command("config")
@@ -147,11 +201,15 @@ def config_cmd(file, sets, as_json):
     """Print the resolved config of FILE: extends followed, overrides applied, every default filled."""
     from merx.config import config_hash, to_toml
 
-    cfg = _load_config(file, sets)
+    plan = _load_plan(file, sets)
+    cfg = plan.cells[0].configs[0]
     if as_json:
         click.echo(json.dumps(cfg, indent=2))
     else:
         click.echo(f"# resolved from {file}; config hash {config_hash(cfg)}")
+        if not plan.is_single:
+            click.echo(f"# {plan.size} runs: {len(plan.cells)} cell(s) of {', '.join(plan.keys) or 'this config'}"
+                       f" x seeds {plan.seeds}; shown: the first ({plan.cells[0].label}, seed {plan.seeds[0]})")
         click.echo(to_toml(cfg), nl=False)
 
 
@@ -283,12 +341,64 @@ def _dry_run(cfg):
 @cli.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting (repeatable).")
+@click.option("--seeds", metavar="N|LIST", default=None,
+              help="Run N seeds (seed, seed+1, ...) or the listed ones (0,7,42), recorded as one group; "
+                   "overrides the file's [sweep] seeds / train.seeds.")
+@click.option("--rerun", is_flag=True, help="With seeds or a [sweep]: also run configs that already completed.")
+@click.option("--best-by", metavar="METRIC", default=None,
+              help="Test metric that marks the best cell of a sweep (default: the monitored one).")
 @click.option("--dry-run", is_flag=True, help="Resolve, build the model, print parameter counts, and exit.")
 @click.option("--db", envvar="MERX_DB", default=None, help="Results database (file or URL; default results.db).")
 @_friendly_errors
-def run_cmd(file, sets, dry_run, db):
-    """Train and evaluate the experiment in FILE; record everything in the results database."""
-    cfg = _load_config(file, sets)
+def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db):
+    """Train and evaluate the experiment in FILE; record everything in the results database.
+
+    With --seeds, or a [sweep] table in FILE, runs every cell × seed, skips configs that already
+    completed (unless --rerun) and ends with a summary table, the best cell marked."""
+
+    def run_plan_cmd(plan):
+        """``merx run`` with seeds or a sweep: every cell × seed, then the summary table."""
+        from rich.table import Table
+
+        from merx.compare import group_label
+        from merx.config import config_hash
+        from merx.sweep import completed_run, render_summary, run_plan, summary
+
+        console = _console()
+        store = _store(db)
+        console.print(f"{plan.file}: {len(plan.cells)} cell(s) × {len(plan.seeds)} seed(s) "
+                      f"({', '.join(map(str, plan.seeds))}) = {plan.size} runs")
+        if dry_run:
+            t = Table(title="plan", title_justify="left")
+            for col in ("cell", "seed", "config hash", "status"):
+                t.add_column(col)
+            for cell in plan.cells:
+                for cfg in cell.configs:
+                    done = None if rerun else completed_run(store, cfg)
+                    t.add_row(cell.label, str(cfg["seed"]), config_hash(cfg),
+                              f"done as run{done}: skipped" if done else "to run")
+            console.print(t)
+            _dry_run(plan.cells[0].configs[0])
+            return
+        try:
+            result = run_plan(plan, store, rerun=rerun, console=console, progress=True)
+        except KeyboardInterrupt:
+            fail("interrupted: the current run is recorded as 'interrupted'; finished runs are kept, and "
+                 "running the same command again skips them", 130)
+        table = summary(store, result, best_by)
+        render_summary(table, console)
+        groups = {group_label(c.configs[0]["name"], config_hash(c.configs[0], include_seed=False)) for c in plan.cells}
+        console.print(f"recorded in {store.location}; `merx compare {' '.join(sorted(groups))}` compares the cells")
+        if result.failed:
+            fail(f"{len(result.failed)} of {plan.size} runs failed (merx runs --status failed)", 1)
+
+    from merx.sweep import load_plan
+
+    plan = load_plan(file, list(sets), seeds)
+    if not plan.is_single:
+        run_plan_cmd(plan)
+        return
+    cfg = plan.cells[0].configs[0]
     if dry_run:
         _dry_run(cfg)
         return
@@ -316,35 +426,55 @@ def run_cmd(file, sets, dry_run, db):
 @cli.command("runs")
 @click.option("--experiment", help="Only runs of this experiment.")
 @click.option("--status", type=click.Choice(["running", "completed", "failed", "interrupted"]))
+@click.option("--tag", help="Only runs with this tag (merx tag RUN TAG).")
+@click.option("--group", "group", metavar="HASH", help="Only runs of this group (a prefix of its hash).")
+@click.option("--since", metavar="WHEN", help="Started at or after: 2025-03-01, 2025-03-01T14:00, or 7d / 12h ago.")
+@click.option("--until", metavar="WHEN", help="Started before the end of: 2025-03-01 (that day included), ...")
+@click.option("--sort", "sort_metric", metavar="METRIC", help="Order by this test metric, best first.")
+@click.option("--ascending/--descending", default=None,
+              help="Direction of --sort (default: best first: ascending for errors such as MAE).")
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--db", envvar="MERX_DB", default=None, help="Results database (file or URL; default results.db).")
 @_friendly_errors
-def runs_cmd(experiment, status, limit, as_json, db):
-    """List recent runs, newest first."""
-    rows = _store(db).list_runs(experiment=experiment, status=status, limit=limit)
+def runs_cmd(experiment, status, tag, group, since, until, sort_metric, ascending, limit, as_json, db):
+    """List recent runs, newest first (or best first with --sort METRIC)."""
+    from merx.compare import higher_is_better
+
+    if sort_metric is not None and ascending is None:
+        ascending = higher_is_better(sort_metric) is False
+    rows = _store(db).list_runs(experiment=experiment, status=status, limit=limit, tag=tag, group_hash=group,
+                                since=since, until=until, sort_metric=sort_metric, ascending=bool(ascending))
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
     from rich.table import Table
 
-    t = Table(title="runs", title_justify="left")
-    for col in ("run", "experiment", "status", "task", "started", "epochs", "best", "device", "headline"):
-        t.add_column(col)
+    t = Table(title="runs" + (f", best {sort_metric} first" if sort_metric else ""), title_justify="left")
+    annotated = any(r.get("tags") or r.get("note") for r in rows)
+    cols = ["run", "experiment", "status", "task", "seed", "group", "started", "best/epochs"]
+    cols += [sort_metric] if sort_metric else []
+    cols += ["headline"] + (["tags / note"] if annotated else [])
+    for col in cols:
+        t.add_column(col, justify="right" if col == sort_metric else "left", no_wrap=col in ("run", "group"))
     for r in rows:
-        t.add_row(f"run{r['id']}", r["experiment"], r["status"], r["task"], str(r["started_at"])[:19],
-                  _fmt(r.get("epochs_run")), _fmt(r.get("best_epoch")), r.get("device") or "-",
-                  _headline(r.get("metrics") or {}))
+        cells = [f"run{r['id']}", r["experiment"], r["status"], r["task"], _fmt(r.get("seed")),
+                 (r.get("group_hash") or "")[:8], str(r["started_at"])[:16].replace("T", " "),
+                 f"{_fmt(r.get('best_epoch'))}/{_fmt(r.get('epochs_run'))}"]
+        cells += [_fmt((r.get("metrics") or {}).get(sort_metric))] if sort_metric else []
+        cells += [_headline(r.get("metrics") or {})]
+        if annotated:
+            cells += [", ".join(r.get("tags") or []) + (f" — {r['note']}" if r.get("note") else "")]
+        t.add_row(*cells)
     _console().print(t)
 
 
 def _headline(metrics: dict) -> str:
     for key in ("macro_f1", "quadrant_macro_f1"):
         if metrics.get(key) is not None:
-            extra = ""
-            if metrics.get("valence_mae") is not None:
-                extra = f", V MAE {metrics['valence_mae']:.3f}, A MAE {metrics['arousal_mae']:.3f}"
-            return f"{key} {metrics[key]:.3f}{extra}"
+            maes = [f"{d[0].upper()} MAE {metrics[f'{d}_mae']:.3f}" for d in ("valence", "arousal")
+                    if metrics.get(f"{d}_mae") is not None]
+            return ", ".join([f"{key} {metrics[key]:.3f}", *maes])
     return "-"
 
 

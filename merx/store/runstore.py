@@ -132,6 +132,35 @@ def _number(value: Any, what: str) -> float | None:
     return x if math.isfinite(x) else None
 
 
+_RELATIVE = re.compile(r"(\d+)\s*([mhdw])", re.IGNORECASE)
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def time_bound(when: str | datetime | Any, end: bool = False) -> str:
+    """A ``started_at`` bound as UTC ISO text from ``2025-03-01`` (with ``end``: the next day, so
+    that the day itself is included), ``2025-03-01T14:00`` (UTC unless it names its zone), a
+    ``datetime``/``date``, or ``7d`` / ``12h`` / ``30m`` / ``2w`` ago. Anything else: ``StoreError``."""
+    from datetime import date, timedelta
+
+    if isinstance(when, datetime):
+        moment = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        return _iso(moment.astimezone(timezone.utc))
+    if isinstance(when, date):
+        day = when + timedelta(days=1) if end else when
+        return day.isoformat()
+    text = str(when).strip()
+    m = _RELATIVE.fullmatch(text)
+    if m:
+        return _iso(_now() - timedelta(**{_UNITS[m.group(2).lower()]: int(m.group(1))}))
+    try:
+        if len(text) == 10:
+            return time_bound(date.fromisoformat(text), end)
+        return time_bound(datetime.fromisoformat(text), end)
+    except ValueError:
+        raise StoreError(f"{text!r} is not a date: write 2025-03-01, 2025-03-01T14:00, or 7d / 12h / 30m / 2w "
+                         "for that long ago") from None
+
+
 def _json(value: Any) -> str | None:
     if value is None:
         return None
@@ -368,16 +397,36 @@ class RunStore:
     # -- reading ------------------------------------------------------------------------------
 
     def list_runs(self, experiment: str | None = None, status: str | None = None, limit: int | None = 20, *,
-                  group_hash: str | None = None, config_hash: str | None = None) -> list[dict]:
+                  group_hash: str | None = None, config_hash: str | None = None, tag: str | None = None,
+                  since: str | None = None, until: str | None = None, sort_metric: str | None = None,
+                  ascending: bool = False) -> list[dict]:
         """Runs, newest first, as ``get_run`` decodes them (without epochs, predictions, ...), each
-        with ``metrics``: its test metrics ``{metric: value}`` ({} until it has any)."""
+        with ``metrics``: its test metrics ``{metric: value}`` ({} until it has any).
+
+        ``tag`` keeps runs carrying that tag; ``since`` / ``until`` bound ``started_at`` (see
+        :func:`time_bound`: ``until="2025-03-01"`` includes that day). ``group_hash``
+        may be a prefix. ``sort_metric`` orders by that test metric (``ascending`` or not; runs
+        without it last, then newest first) before ``limit`` applies."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-        q = sa.select(t.runs).order_by(t.runs.c.id.desc())
-        for column, value in (("experiment", experiment), ("status", status), ("group_hash", group_hash),
-                              ("config_hash", config_hash)):
+        q = sa.select(t.runs)
+        for column, value in (("experiment", experiment), ("status", status), ("config_hash", config_hash)):
             if value is not None:
                 q = q.where(t.runs.c[column] == value)
+        if group_hash is not None:
+            q = q.where(t.runs.c.group_hash.startswith(group_hash, autoescape=True))
+        if tag is not None:
+            # tags_json is a JSON list: the tag's own JSON text, quotes included, matches one element.
+            q = q.where(t.runs.c.tags_json.contains(json.dumps(str(tag)), autoescape=True))
+        if since is not None:
+            q = q.where(t.runs.c.started_at >= time_bound(since))
+        if until is not None:
+            q = q.where(t.runs.c.started_at < time_bound(until, end=True))
+        if sort_metric is not None:
+            m = t.metrics.alias("sort_metric")
+            q = q.outerjoin(m, sa.and_(m.c.run_id == t.runs.c.id, m.c.split == "test", m.c.metric == sort_metric))
+            q = q.order_by(m.c.value.is_(None), m.c.value.asc() if ascending else m.c.value.desc())
+        q = q.order_by(t.runs.c.id.desc())
         if limit is not None:
             q = q.limit(limit)
         with self._reader.begin() as conn:
@@ -389,6 +438,33 @@ class RunStore:
                 for m in conn.execute(mq):
                     test[m.run_id][m.metric] = m.value
         return [{**_decode_run(r), "metrics": test[r["id"]]} for r in rows]
+
+    def experiments(self) -> list[str]:
+        """Names of the experiments with runs in this database, sorted."""
+        q = sa.select(t.runs.c.experiment).distinct().order_by(t.runs.c.experiment)
+        with self._reader.begin() as conn:
+            return list(conn.execute(q).scalars())
+
+    def group_hashes(self, prefix: str = "") -> list[str]:
+        """The distinct ``group_hash`` values starting with ``prefix``, sorted."""
+        q = (sa.select(t.runs.c.group_hash).distinct()
+             .where(t.runs.c.group_hash.startswith(prefix, autoescape=True)).order_by(t.runs.c.group_hash))
+        with self._reader.begin() as conn:
+            return list(conn.execute(q).scalars())
+
+    def tag_run(self, run_id: int | str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[str]:
+        """Add and remove tags of a run (one transaction: no concurrent tag is lost); returns its tags."""
+        run_id = parse_run_id(run_id)
+        add, remove = [str(x) for x in add], {str(x) for x in remove}
+        for tag in add:
+            if not tag.strip():
+                raise ValueError("a tag must not be empty")
+        with self.engine.begin() as conn:
+            raw = self._require(conn, run_id)["tags_json"]
+            tags = [x for x in (json.loads(raw) if raw else []) if x not in remove]
+            tags += [x for x in dict.fromkeys(add) if x not in tags]
+            conn.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(tags_json=_json(tags)))
+        return tags
 
     def get_run(self, run_id: int | str) -> dict:
         """One run, every column decoded (``config``, ``versions``, ``tags`` instead of the

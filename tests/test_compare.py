@@ -1,0 +1,273 @@
+"""merx compare on results databases written by real tiny runs, and on hand-made ones whose
+statistics are computed by hand."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from merx.cli import cli
+from merx.compare import CompareError, compare, resolve_subjects
+from merx.config import apply_sets, config_hash, flatten, resolve
+from merx.store import RunStore
+
+
+def tiny_raw(bert_dir, cache_dir, task="regression") -> dict:
+    """An experiment that trains in about two seconds: 24 two-second songs, a 2-block CNN, a tiny BERT."""
+    return {
+        "name": "tiny", "task": task, "seed": 1,
+        "data": {"cache_dir": str(cache_dir),
+                 "source": {"name": "synthetic", "n_songs": 24, "duration": 2.0, "min_duration": 1.0}},
+        "features": {"n_mels": 16, "n_fft": 512, "hop_length": 256, "duration": 1.0, "workers": 1},
+        "model": {"audio": {"name": "vggish", "channels": [4, 8], "hidden": 16, "out_dim": 8},
+                  "text": {"name": "huggingface", "model": bert_dir, "max_length": 32},
+                  "head": {"hidden": [8]}},
+        "train": {"batch_size": 8, "epochs": 2, "early_stopping": {"patience": 0}},
+    }
+
+
+def invoke(*args):
+    # A wide terminal: rich would otherwise wrap titles at 80 columns.
+    return CliRunner(env={"COLUMNS": "200"}).invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def real_db(tmp_path_factory, tiny_bert_dir):
+    """run1, run2: the same config with seeds 1 and 2 (a group); run3: seed 1 with another head lr."""
+    from merx.pipeline import run
+
+    work = tmp_path_factory.mktemp("compare-real")
+    cache = tmp_path_factory.getbasetemp() / "tiny-data-cache"  # shared with the other modules' runs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)  # checkpoints go to ./runs
+        store = RunStore(work / "results.db")
+        for sets in (["seed=1"], ["seed=2"], ["seed=1", "train.lr.head=3e-3"]):
+            cfg = resolve(apply_sets(tiny_raw(tiny_bert_dir, cache), sets), "tiny.toml")
+            assert run(cfg, "tiny.toml", store, progress=False).status == "completed"
+        store.close()
+    return work / "results.db"
+
+
+# -- real runs --------------------------------------------------------------------------------
+
+def test_compare_two_real_runs_shows_exactly_the_differing_keys_and_a_paired_test(real_db):
+    result = invoke("compare", "run1", "run3", "--json", "--resamples", 500, "--db", real_db)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["mode"] == "runs"
+    assert out["config"]["differing"] == ["train.lr.head"]
+    assert out["config"]["keys"] == {"train.lr.head": ["0.001", "0.003"]}
+    assert out["provenance"] == {}  # same data, plugins, versions, commit
+    store = RunStore(real_db)
+    for metric, row in out["metrics"].items():
+        a, b = (store.get_run(i)["metrics"]["test"][metric] for i in (1, 3))
+        assert row["subjects"][0]["mean"] == pytest.approx(a)
+        assert row["difference"][1] == pytest.approx(b - a)
+    test = out["tests"][0]
+    assert (test["a"], test["b"], test["kind"]) == ("run1", "run3", "per-song")
+    n = store.get_run(1)["prediction_count"]
+    assert test["n_songs"] == n and "skipped" not in test
+    assert set(test["bootstrap"]) == {"valence_mae", "arousal_mae", "valence_r2", "arousal_r2", "quadrant_macro_f1"}
+    mae = test["bootstrap"]["valence_mae"]
+    assert mae["estimate"] == pytest.approx(out["metrics"]["valence_mae"]["difference"][1])
+    assert mae["low"] <= mae["estimate"] <= mae["high"]
+    mc = test["mcnemar"]
+    assert mc["what"] == "implied quadrant" and mc["only_a"] + mc["only_b"] + mc["both"] + mc["neither"] == n
+    assert set(out["baselines"]) == {"mean", "quadrant_centre", "random", "majority"}
+    assert out["training"]["epochs_run"][1]["mean"] == 2
+
+
+def test_compare_text_view_and_seed_only_difference(real_db):
+    result = invoke("compare", "run1", "run2", "--resamples", 300, "--db", real_db)
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "config keys that differ" in text and "seed" in text and "train.lr.head" not in text
+    assert "paired bootstrap interval" in text and "McNemar" in text
+    assert "test metrics" in text and "quadrant_centre" in text and "wall time" in text
+    out = json.loads(invoke("compare", "run1", "run2", "--json", "--metric", "valence_mae", "--resamples", 100,
+                            "--db", real_db).output)
+    assert out["config"]["differing"] == ["seed"]
+
+
+def test_compare_all_shows_every_key(real_db):
+    out = json.loads(invoke("compare", "run1", "run3", "--all", "--json", "--resamples", 100, "--db", real_db).output)
+    cfg = RunStore(real_db).get_run(1)["config"]
+    assert set(out["config"]["keys"]) == set(flatten(cfg))
+    assert out["config"]["differing"] == ["train.lr.head"]
+    assert "torch" in out["provenance"]["versions"]
+
+
+def test_an_experiment_name_compares_its_groups(real_db):
+    out = json.loads(invoke("compare", "tiny", "--json", "--db", real_db).output)
+    assert out["mode"] == "groups"
+    group, single = out["subjects"]
+    assert group["runs"] == ["run1", "run2"] and group["seeds"] == [1, 2] and group["label"].startswith("tiny@")
+    assert single["runs"] == ["run3"]
+    store = RunStore(real_db)
+    values = [store.get_run(i)["metrics"]["test"]["valence_mae"] for i in (1, 2)]
+    row = out["metrics"]["valence_mae"]["subjects"][0]
+    assert row["mean"] == pytest.approx(np.mean(values)) and row["std"] == pytest.approx(np.std(values, ddof=1))
+    assert row["n"] == 2 and row["ci_low"] < row["mean"] < row["ci_high"]
+    assert "at least two seeds" in out["tests"][0]["skipped"]
+    # the group by its hash prefix, as merx runs shows it
+    prefix = group["group_hash"][:8]
+    again = json.loads(invoke("compare", f"@{prefix}", "run3", "--json", "--db", real_db).output)
+    assert again["subjects"][0]["runs"] == ["run1", "run2"]
+
+
+def test_unknown_ids_are_clear_errors(real_db):
+    result = invoke("compare", "run1", "run99", "--db", real_db)
+    assert result.exit_code == 2
+    assert "no run run99" in result.output and "run3, run2, run1" in result.output
+    result = invoke("compare", "run1", "tinny", "--db", real_db)
+    assert result.exit_code == 2 and "did you mean 'tiny'?" in result.output
+    result = invoke("compare", "run1", "--db", real_db)
+    assert result.exit_code == 2 and "needs two runs" in result.output
+
+
+# -- hand-made databases: exact statistics ---------------------------------------------------
+
+def hand_cfg(seed=0, **sets):
+    raw = apply_sets({"name": "hand", "task": "regression", "seed": seed}, [f"{k}={v}" for k, v in sets.items()])
+    return resolve(raw, "hand.toml")
+
+
+def record(store, cfg, test_metrics, predictions=(), versions=None):
+    rid = store.start_run(experiment=cfg["name"], experiment_file=None, config=cfg, config_hash=config_hash(cfg),
+                          group_hash=config_hash(cfg, include_seed=False), seed=cfg["seed"], task=cfg["task"],
+                          device="cpu", versions=versions or {"torch": "2.13.0"}, git_commit="abc123")
+    store.add_metrics(rid, "test", test_metrics)
+    if predictions:
+        store.add_predictions(rid, [{**p, "split": "test"} for p in predictions])
+    store.finish_run(rid, "completed", best_epoch=1, epochs_run=1)
+    return rid
+
+
+# Six songs: true valence/arousal; run A predicts the centre (implied Q3) for all, run B is close.
+SONGS = [("s1", 0.8, 0.8), ("s2", 0.2, 0.8), ("s3", 0.2, 0.2), ("s4", 0.8, 0.2), ("s5", 0.7, 0.9), ("s6", 0.3, 0.1)]
+PRED_A = [(0.45, 0.45)] * 6
+PRED_B = [(0.7, 0.7), (0.3, 0.7), (0.3, 0.3), (0.7, 0.3), (0.6, 0.8), (0.6, 0.2)]
+
+
+def quadrant(v, a):
+    return ("Q1" if v >= 0.5 else "Q2") if a >= 0.5 else ("Q4" if v >= 0.5 else "Q3")
+
+
+def predictions(preds):
+    return [{"song_id": sid, "true_valence": v, "true_arousal": a, "pred_valence": pv, "pred_arousal": pa,
+             "true_quadrant": quadrant(v, a), "pred_quadrant": quadrant(pv, pa)}
+            for (sid, v, a), (pv, pa) in zip(SONGS, preds)]
+
+
+def test_bootstrap_and_mcnemar_match_a_hand_computation(tmp_path):
+    store = RunStore(tmp_path / "hand.db")
+    record(store, hand_cfg(**{"train.lr.head": 1e-3}), {"valence_mae": 0.2667}, predictions(PRED_A))
+    record(store, hand_cfg(**{"train.lr.head": 3e-4, "features.n_mels": 64}), {"valence_mae": 0.1333},
+           predictions(PRED_B))
+    out = compare(store, resolve_subjects(store, ["run1", "run2"]), metrics=["valence_mae"], n_resamples=20000)
+    assert out["config"]["differing"] == ["features.n_mels", "train.lr.head"]
+    test = out["tests"][0]
+    # valence errors by hand: A .35 .25 .25 .35 .25 .15, B .1 .1 .1 .1 .1 .3
+    d = np.array([0.1, 0.1, 0.1, 0.1, 0.1, 0.3]) - np.array([0.35, 0.25, 0.25, 0.35, 0.25, 0.15])
+    boot = test["bootstrap"]["valence_mae"]
+    assert boot["estimate"] == pytest.approx(d.mean()) == pytest.approx(0.8 / 6 - 1.6 / 6)
+    exact = d[np.array(list(itertools.product(range(6), repeat=6)))].mean(axis=1)  # all 6^6 resamples
+    assert (boot["low"], boot["high"]) == pytest.approx(tuple(np.percentile(exact, [2.5, 97.5])), abs=1e-9)
+    assert boot["excludes_zero"] and "run2 is better" in boot["verdict"]
+    # implied quadrants: A right on s3, s6; B right on s1..s5
+    mc = test["mcnemar"]
+    assert (mc["only_a"], mc["only_b"], mc["both"], mc["neither"]) == (1, 4, 1, 0)
+    assert mc["method"] == "exact binomial"
+    assert mc["p_value"] == pytest.approx(2 * (math.comb(5, 0) + math.comb(5, 1)) / 2 ** 5) == pytest.approx(0.375)
+    assert "p = 0.375" in mc["verdict"] and "not significant" in mc["verdict"]
+
+
+def test_runs_on_different_test_songs_get_no_paired_test(tmp_path):
+    store = RunStore(tmp_path / "hand.db")
+    record(store, hand_cfg(), {"valence_mae": 0.3}, predictions(PRED_A))
+    record(store, hand_cfg(seed=1), {"valence_mae": 0.2}, predictions(PRED_B)[:5])
+    out = compare(store, resolve_subjects(store, ["run1", "run2"]))
+    assert "different songs (6 and 5, 5 in common)" in out["tests"][0]["skipped"]
+    assert out["provenance"]["data"]["test songs"] == ["6", "5"]
+
+
+def test_groups_report_mean_std_interval_and_a_paired_test_across_seeds(tmp_path):
+    store = RunStore(tmp_path / "hand.db")
+    a_values, b_values = [0.5, 0.6, 0.7], [0.55, 0.62, 0.80]
+    for seed, value in enumerate(a_values):
+        record(store, hand_cfg(seed=seed), {"quadrant_macro_f1": value})
+    for seed, value in enumerate(b_values):
+        record(store, hand_cfg(seed=seed, **{"model.fusion.name": "audio_attention"}), {"quadrant_macro_f1": value},
+               versions={"torch": "2.12.0"})
+    subjects = resolve_subjects(store, ["hand"])
+    assert [s.ids for s in subjects] == [[1, 2, 3], [4, 5, 6]]
+    out = compare(store, subjects)
+    assert out["mode"] == "groups"
+    assert out["config"]["differing"] == ["model.fusion.name", "model.fusion.reduction"]
+    assert out["provenance"]["versions"]["torch"] == ["2.13.0", "2.12.0"]
+    a, b = out["metrics"]["quadrant_macro_f1"]["subjects"]
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, 2 df) * s / sqrt(n)
+    assert (a["mean"], a["std"], a["ci_low"], a["ci_high"]) == pytest.approx((0.6, 0.1, 0.6 - half, 0.6 + half))
+    assert b["mean"] == pytest.approx(np.mean(b_values)) and b["std"] == pytest.approx(np.std(b_values, ddof=1))
+    assert out["metrics"]["quadrant_macro_f1"]["difference"][1] == pytest.approx(np.mean(b_values) - 0.6)
+    seed_test = out["tests"][0]["seed_tests"]["quadrant_macro_f1"]
+    d = np.array(b_values) - np.array(a_values)
+    assert seed_test["seeds"] == [0, 1, 2]
+    assert seed_test["statistic"] == pytest.approx(d.mean() / (d.std(ddof=1) / math.sqrt(3)))
+    assert "better on average" in seed_test["verdict"]
+
+
+def test_tags_select_runs_and_unknown_tags_are_named(tmp_path):
+    store = RunStore(tmp_path / "hand.db")
+    record(store, hand_cfg(), {"valence_mae": 0.3})
+    record(store, hand_cfg(**{"train.epochs": 5}), {"valence_mae": 0.2})
+    store.tag_run(1, add=["baseline"])
+    store.tag_run(2, add=["baseline"])
+    assert [s.label for s in resolve_subjects(store, ["tag:baseline"])] == ["run1", "run2"]
+    with pytest.raises(CompareError, match="no completed run is tagged 'nope'"):
+        resolve_subjects(store, ["tag:nope"])
+    with pytest.raises(CompareError, match="at least 4 hex digits"):
+        resolve_subjects(store, ["@ab"])
+
+
+# -- browsing: tags, notes, runs filters and sorting ----------------------------------------------
+
+def test_tag_note_and_runs_filters_through_the_cli(tmp_path):
+    db = tmp_path / "hand.db"
+    store = RunStore(db)
+    for seed, mae in enumerate([0.30, 0.10, 0.20]):
+        record(store, hand_cfg(seed=seed), {"valence_mae": mae, "arousal_mae": mae, "quadrant_macro_f1": 1 - mae})
+    other = record(store, hand_cfg(**{"name": "other", "train.epochs": 3}), {"valence_mae": 0.05})
+    store.update_run(other, started_at="2020-01-01T10:00:00.000+00:00")
+
+    assert invoke("tag", "run2", "baseline", "best", "--db", db).output.strip() == "run2 tags: baseline, best"
+    assert invoke("tag", "run2", "best", "--remove", "--db", db).output.strip() == "run2 tags: baseline"
+    assert invoke("tag", "run3", "baseline", "--db", db).exit_code == 0
+    assert invoke("note", "run2", "lr too high", "--db", db).output.strip() == "run2: lr too high"
+    assert invoke("note", "run2", "--db", db).output.strip() == "run2: lr too high"
+    assert RunStore(db).get_run(2)["note"] == "lr too high"
+    assert invoke("note", "run3", "--db", db).output.strip() == "run3 has no note"
+    bad = invoke("tag", "run9", "x", "--db", db)
+    assert bad.exit_code == 2 and "no run run9" in bad.output
+
+    def ids(*args):
+        result = invoke("runs", "--json", "--db", db, *args)
+        assert result.exit_code == 0, result.output
+        return [r["id"] for r in json.loads(result.output)]
+
+    assert ids() == [4, 3, 2, 1]
+    assert ids("--tag", "baseline") == [3, 2]
+    assert ids("--experiment", "hand", "--sort", "valence_mae") == [2, 3, 1]  # an error: lowest first
+    assert ids("--sort", "quadrant_macro_f1") == [2, 3, 1, 4]  # a score: highest first, none last
+    assert ids("--sort", "valence_mae", "--descending", "--limit", "2") == [1, 3]
+    assert ids("--until", "2020-01-01") == [4] and ids("--since", "2020-01-02") == [3, 2, 1]
+    assert ids("--since", "1d") == [3, 2, 1]
+    group = RunStore(db).get_run(1)["group_hash"]
+    assert ids("--group", group[:6]) == [3, 2, 1]
+    text = invoke("runs", "--sort", "valence_mae", "--db", db).output
+    assert "best valence_mae first" in text and "baseline — lr too high" in text
+    bad = invoke("runs", "--since", "last tuesday", "--db", db)
+    assert bad.exit_code == 2 and "is not a date" in bad.output
