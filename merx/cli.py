@@ -223,9 +223,9 @@ def _friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from merx.config import ConfigError
-        from merx.plugins import UnknownPlugin
+        from merx.plugins import PluginBuildError, UnknownPlugin
 
-        known = [ConfigError, UnknownPlugin]
+        known = [ConfigError, UnknownPlugin, PluginBuildError]
         for modname, names in (("merx.pipeline", ("RunError",)), ("merx.data.merge", ("DataSourceError",)),
                                ("merx.data.integrity", ("SplitOverlapError",)),
                                ("merx.store", ("RunNotFound", "StoreError"))):

@@ -87,8 +87,9 @@ def register_audio_towers(register):
 def register_text_towers(register):
     """Register text towers: ``register("name", factory)``.
 
-    The factory returns a ``torch.nn.Module`` with ``out_dim``, ``seq_dim``, ``tokenize(texts)``
-    and ``forward(input_ids, attention_mask) -> TowerOutput``."""
+    The factory returns a ``torch.nn.Module`` with ``out_dim``, ``seq_dim``, ``frozen`` (bool:
+    when true merx computes its outputs once per song instead of every batch),
+    ``tokenize(texts)`` and ``forward(input_ids, attention_mask) -> TowerOutput``."""
 
 
 @hookspec

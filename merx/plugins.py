@@ -187,6 +187,18 @@ class Registry:
         return sorted(self.plugins[kind])
 
 
+class PluginBuildError(Exception):
+    """A plugin's factory failed or returned something merx cannot use; names the plugin.
+
+    The CLI reports it like a config error (exit status 2): the fix is in the experiment's
+    settings for that plugin, or in the plugin itself."""
+
+    def __init__(self, plugin: "Plugin", key: str, problem: str):
+        self.plugin, self.key = plugin, key
+        super().__init__(f"{key}: {plugin.kind[:-1].replace('_', ' ')} {plugin.name!r} ({plugin.origin_label}) "
+                         f"could not be built: {problem}")
+
+
 class UnknownPlugin(KeyError):
     def __init__(self, kind: str, name: str, available: str):
         self.kind, self.name, self.available = kind, name, available

@@ -9,7 +9,7 @@ from merx.models.head import Head
 from merx.models.outputs import TowerOutput
 from merx.models.params import parameter_counts
 from merx.models.text import HuggingFaceTower, TextModelUnavailable, encode_frozen
-from merx.plugins import get_registry
+from merx.plugins import PluginBuildError, get_registry
 
 FUSIONS = ["concat", "audio_attention", "combined_attention", "cross_attention"]
 SMALL_AUDIO = {"name": "vggish", "channels": [4, 8], "attention": "hidden", "hidden": 16, "out_dim": 8}
@@ -332,7 +332,7 @@ def test_build_model_goes_through_the_registry_and_checks_plugins(tiny_bert, tmp
         "    import torch\n"
         "    return torch.nn.Identity()\n")
     reg = get_registry(reload=True)
-    with pytest.raises(TypeError, match="'sizeless'.*out_dim"):
+    with pytest.raises(PluginBuildError, match="model.fusion: fusion 'sizeless' \\(local: .*out_dim"):
         build_model(model_cfg(tiny_bert, "sizeless"), reg, N_MELS, N_FRAMES, 2)
     with pytest.raises(KeyError, match="unknown fusion 'nope'"):
         build_model(model_cfg(tiny_bert, "nope"), reg, N_MELS, N_FRAMES, 2)

@@ -276,3 +276,23 @@ def test_missing_merge_folder_names_the_fix(tmp_path):
     result = CliRunner().invoke(cli, ["prepare", str(exp)])
     assert result.exit_code == 2
     assert "zenodo.org/records/13939205" in result.stderr and "data.source.root" in result.stderr
+
+
+def test_unavailable_hub_model_fails_with_the_fix_and_no_traceback(tmp_path, tiny_bert_dir):
+    exp = write_exp(tmp_path, tiny_bert_dir)
+    result = CliRunner().invoke(cli, ["run", str(exp), "--set", "model.text.model=no-such-org/no-such-model"])
+    assert result.exit_code == 2, result.output
+    assert "model.text" in result.stderr and "downloaded once" in result.stderr
+    assert "Traceback" not in result.output
+    assert RunStore("results.db").get_run(1)["status"] == "failed"
+
+
+def test_plugin_returning_a_non_module_is_a_config_error_naming_it(tmp_path, tiny_bert_dir):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "bad.py").write_text(
+        "from merx import hookimpl\n@hookimpl\ndef register_fusions(register):\n"
+        "    register('not_a_module', lambda audio_dim, text_dim: 42)\n")
+    exp = write_exp(tmp_path, tiny_bert_dir)
+    result = CliRunner().invoke(cli, ["run", str(exp), "--dry-run", "--set", "model.fusion.name=not_a_module"])
+    assert result.exit_code == 2
+    assert "fusion 'not_a_module'" in result.stderr and "bad.py" in result.stderr and "nn.Module" in result.stderr

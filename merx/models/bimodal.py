@@ -7,6 +7,7 @@ from torch import nn
 
 from merx.models.head import Head
 from merx.models.outputs import TowerOutput
+from merx.plugins import PluginBuildError
 
 MODALITIES = ("both", "audio", "text")
 
@@ -101,6 +102,9 @@ def _check_component(obj, kind: str, name: str, attrs: tuple[str, ...]):
     return obj
 
 
+PART_KEYS = {"audio_towers": "audio", "text_towers": "text", "fusions": "fusion"}
+
+
 def build_model(cfg: dict, registry, n_mels: int, n_frames: int, out_dim: int,
                 pretrained: bool = True) -> BimodalModel:
     """Build the model a resolved config describes, every part through the plugin registry.
@@ -114,7 +118,13 @@ def build_model(cfg: dict, registry, n_mels: int, n_frames: int, out_dim: int,
 
     def build(kind: str, table: dict, attrs: tuple[str, ...], **context):
         plugin = registry.get(kind, table["name"])
-        return _check_component(plugin.build(_settings(table), **context), kind, table["name"], attrs)
+        key = f"model.{PART_KEYS[kind]}"
+        try:
+            return _check_component(plugin.build(_settings(table), **context), kind, table["name"], attrs)
+        except PluginBuildError:
+            raise
+        except Exception as exc:  # a plugin's own error: name the plugin and the settings to look at
+            raise PluginBuildError(plugin, key, f"{type(exc).__name__}: {exc}") from exc
 
     audio = text = fusion = None
     if modalities in ("both", "audio"):
