@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from merx.augment.seeding import generator, pick
 from merx.data.songs import QUADRANTS
 
 
@@ -15,11 +16,18 @@ class SongDataset(Dataset):
     ``text`` holds per-song tensors, indexed like ``songs``: either tokens
     (``input_ids``/``attention_mask``) for a trainable text tower, or a frozen tower's outputs
     computed once (``text_pooled``, optionally ``text_sequence``/``text_mask``).
-    Random draws (the random crop) come from a generator seeded by (seed, epoch, song index),
-    so a run is reproducible and DataLoader workers never share draws."""
+
+    Training only (``train=True``): ``audio_augment`` (a ``merx.augment.spectrograms.TrainingMelView``)
+    makes each epoch's augmented spectrogram; ``text_variants`` is a list of dicts like ``text``,
+    one per precomputed lyrics variant, of which each epoch uses one. Every random draw (random
+    crop, augmentations, variant picks) comes from a generator seeded by (seed, epoch, song id)
+    (``merx.augment.seeding``), so a run is reproducible and DataLoader workers never share
+    draws. Evaluation datasets take neither and read ``mel_view`` and ``text`` unchanged."""
 
     def __init__(self, songs, task: str, mel_view=None, text: dict | None = None, train: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, audio_augment=None, text_variants: list[dict] | None = None):
+        if not train and (audio_augment is not None or text_variants):
+            raise ValueError("augmentation is for training datasets only (train=True)")
         self.songs = songs
         self.task = task
         self.mel_view = mel_view
@@ -27,6 +35,8 @@ class SongDataset(Dataset):
         self.train = train
         self.seed = seed
         self.epoch = 0
+        self.audio_augment = audio_augment
+        self.text_variants = list(text_variants or [])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -42,11 +52,18 @@ class SongDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         song = self.songs[i]
         item = {"song_id": song.id, "target": self.target(song)}
-        if self.mel_view is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, i]) if self.train else None
+        mel = None
+        if self.audio_augment is not None:
+            mel = self.audio_augment.get(song.id, self.epoch)
+        elif self.mel_view is not None:
+            rng = generator(self.seed, "crop", self.epoch, song.id) if self.train else None
             mel = self.mel_view.get(song.id, train=self.train, rng=rng)
+        if mel is not None:
             item["mel"] = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).unsqueeze(0)
-        for key, values in self.text.items():
+        text = self.text
+        if self.text_variants:
+            text = self.text_variants[pick(self.seed, "text_variant", self.epoch, song.id, len(self.text_variants))]
+        for key, values in text.items():
             if values is not None:
                 item[key] = values[i]
         return item

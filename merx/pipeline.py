@@ -28,6 +28,8 @@ class Prepared:
     ref_power: float | None
     overlap_warnings: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    augment: object | None = None  # merx.augment.plan.AugmentPlan (training-only augmentations)
+    audio_variants: object | None = None  # merx.augment.variants.AudioVariants, when precomputed
 
 
 def uses_audio(cfg) -> bool:
@@ -61,12 +63,25 @@ def load_songs(cfg, registry) -> SongTable:
     return table
 
 
+def build_augmentations(cfg, registry=None):
+    """The run's ``merx.augment.plan.AugmentPlan``; a ``RunError`` naming the config key when an
+    augmentation cannot be built (e.g. WordNet data missing), before any data is touched."""
+    from merx.augment.plan import AugmentationError, build_plan
+
+    try:
+        return build_plan(cfg, registry)
+    except AugmentationError as exc:
+        raise RunError(str(exc)) from exc
+
+
 def prepare(cfg, registry=None, progress: bool = True) -> Prepared:
-    """Data and feature stages: songs, split check, cached mel spectrograms, dB reference."""
+    """Data and feature stages: songs, split check, cached mel spectrograms, dB reference, and
+    the precomputed waveform-augmented variants of the training songs."""
     from merx.data.integrity import check_overlap
     from merx.plugins import get_registry
 
     registry = registry or get_registry()
+    plan = build_augmentations(cfg, registry)
     t0 = time.perf_counter()
     table = load_songs(cfg, registry)
     t_data = time.perf_counter() - t0
@@ -87,7 +102,17 @@ def prepare(cfg, registry=None, progress: bool = True) -> Prepared:
         if not table.split(split):
             raise RunError(f"no usable songs in the {split!r} split "
                            f"({len(table.failures)} failures; see `merx prepare` for the reasons)")
-    return Prepared(table, fs, ref, warnings, {"data_seconds": t_data, "feature_seconds": t_feat})
+    variants, t_aug = None, 0.0
+    if uses_audio(cfg) and plan.waveform and plan.strategy == "precompute":
+        from merx.augment.variants import precompute_audio_variants
+
+        t2 = time.perf_counter()
+        variants = precompute_audio_variants(table.split("train"), plan.waveform, cfg["features"],
+                                             Path(cfg["data"]["cache_dir"]), cfg["seed"], plan.variants,
+                                             workers=cfg["features"]["workers"], progress=progress)
+        t_aug = time.perf_counter() - t2
+    return Prepared(table, fs, ref, warnings, {"data_seconds": t_data, "feature_seconds": t_feat,
+                                               "augment_seconds": t_aug}, plan, variants)
 
 
 # -- run ------------------------------------------------------------------------------------
@@ -137,25 +162,83 @@ def plugins_used(cfg, registry) -> list:
         used.append(registry.get("text_towers", cfg["model"]["text"]["name"]))
     if cfg["model"]["modalities"] == "both":
         used.append(registry.get("fusions", cfg["model"]["fusion"]["name"]))
-    for kind, items in (("audio_augmentations", cfg["augment"]["audio"]), ("text_augmentations", cfg["augment"]["text"])):
-        used += [registry.get(kind, item["name"]) for item in items]
+    # Augmentations of a modality the model does not read are never applied, so not "used".
+    for kind, items, modality in (("audio_augmentations", cfg["augment"]["audio"], uses_audio(cfg)),
+                                  ("text_augmentations", cfg["augment"]["text"], uses_text(cfg))):
+        if modality:
+            used += [registry.get(kind, item["name"]) for item in items]
     return used
 
 
-def text_inputs(model, songs, device, batch_size: int) -> dict:
-    """Per-song text tensors: a frozen tower's outputs computed once, else tokens."""
+def encode_texts(model, texts: list[str], device, batch_size: int, cache_dir=None) -> dict:
+    """Text tensors for ``texts``: a frozen tower's outputs computed once, else tokens."""
     tower = getattr(model, "text_tower", None)
     if tower is None:
         return {}
-    texts = [s.lyrics or "" for s in songs]
     if tower.frozen:
         from merx.models.text import encode_frozen
 
         out = encode_frozen(tower, texts, batch_size=batch_size, keep_sequence=model.needs_text_sequence,
-                            device=device)
+                            device=device, cache_dir=cache_dir)
         return {"text_pooled": out.pooled, "text_sequence": out.sequence, "text_mask": out.mask}
     tokens = tower.tokenize(texts)
     return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+
+def text_inputs(model, songs, device, batch_size: int) -> dict:
+    """Per-song text tensors: a frozen tower's outputs computed once, else tokens."""
+    return encode_texts(model, [s.lyrics or "" for s in songs], device, batch_size)
+
+
+def text_variant_inputs(model, songs, texts_by_variant: list[list[str]], device, batch_size: int,
+                        cache_dir=None) -> list[dict]:
+    """``text_inputs`` for each lyrics variant (``texts_by_variant[v][i]``), one dict per variant.
+
+    All variants are encoded in one call, so token sequences share one padded length and any
+    two variants batch together. A frozen tower's outputs go to its disk cache under
+    ``cache_dir`` (per distinct text), so a rerun does not encode them again."""
+    if getattr(model, "text_tower", None) is None:
+        return []
+    n = len(songs)
+    flat = [text for texts in texts_by_variant for text in texts]
+    encoded = encode_texts(model, flat, device, batch_size, cache_dir=cache_dir)
+    return [{k: (None if t is None else t[v * n:(v + 1) * n]) for k, t in encoded.items()}
+            for v in range(len(texts_by_variant))]
+
+
+def datasets(cfg, prepared: Prepared, model, device) -> dict:
+    """``{"train", "validate", "test"}`` -> ``SongDataset``. Only "train" gets augmentations;
+    validation and test read the clean features and lyrics exactly as without ``[augment]``."""
+    from merx.dataset import SongDataset
+
+    table, plan, seed = prepared.table, prepared.augment, cfg["seed"]
+    batch_size = max(cfg["train"]["batch_size"], 32)
+    mel_view = train_view = None
+    if uses_audio(cfg):
+        from merx.features.mel import MelView
+
+        mel_view = MelView(prepared.features, cfg["features"], prepared.ref_power)
+        if plan is not None and plan.audio:
+            from merx.augment.spectrograms import TrainingMelView
+
+            train_view = TrainingMelView(mel_view, seed, cfg["features"], plan.waveform, plan.spectrogram,
+                                         plan.strategy, prepared.audio_variants,
+                                         {s.id: s.audio_path for s in table.split("train")})
+    out = {}
+    for split in ("train", "validate", "test"):
+        songs = table.split(split)
+        variants = None
+        if split == "train" and plan is not None and plan.text and uses_text(cfg):
+            from merx.augment.variants import text_variants
+
+            texts = text_variants(songs, plan.text, seed, plan.variants)
+            variants = text_variant_inputs(model, songs, texts, device, batch_size,
+                                           cache_dir=Path(cfg["data"]["cache_dir"]))
+        text = {} if variants else text_inputs(model, songs, device, batch_size)
+        out[split] = SongDataset(songs, cfg["task"], mel_view, text, train=split == "train", seed=seed,
+                                 audio_augment=train_view if split == "train" else None,
+                                 text_variants=variants)
+    return out
 
 
 @dataclass
@@ -175,7 +258,7 @@ def run(cfg, file: str | None, store, progress: bool = True, console=None) -> Ru
 
     from merx.baselines import compute_baselines
     from merx.config import config_hash
-    from merx.dataset import SongDataset, make_loader
+    from merx.dataset import make_loader
     from merx.plugins import get_registry
     from merx.train import Trainer, evaluate, seed_everything, select_device, worker_init_fn
 
@@ -205,20 +288,13 @@ def run(cfg, file: str | None, store, progress: bool = True, console=None) -> Ru
                              if table.failures else ""))
         seed_everything(cfg["seed"])
         model = build(cfg, registry)
-        mel_view = None
-        if uses_audio(cfg):
-            from merx.features.mel import MelView
+        data = datasets(cfg, prepared, model, device)
 
-            mel_view = MelView(prepared.features, cfg["features"], prepared.ref_power)
+        def loader(split):
+            return make_loader(data[split], tcfg["batch_size"], shuffle=split == "train",
+                               num_workers=tcfg["num_workers"], seed=cfg["seed"], worker_init_fn=worker_init_fn)
 
-        def loader(split, train):
-            songs = table.split(split)
-            text = text_inputs(model, songs, device, batch_size=max(tcfg["batch_size"], 32))
-            ds = SongDataset(songs, cfg["task"], mel_view, text, train=train, seed=cfg["seed"])
-            return make_loader(ds, tcfg["batch_size"], shuffle=train, num_workers=tcfg["num_workers"],
-                               seed=cfg["seed"], worker_init_fn=worker_init_fn)
-
-        train_loader, val_loader, test_loader = loader("train", True), loader("validate", False), loader("test", False)
+        train_loader, val_loader, test_loader = loader("train"), loader("validate"), loader("test")
 
         def on_epoch(epoch, metrics):
             store.add_epoch(run_id, epoch, metrics)

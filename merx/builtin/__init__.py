@@ -3,6 +3,8 @@ does; the engine imports none of them directly (only this list, through the regi
 
 MODULES = [
     "merx.builtin.data_sources",
+    "merx.builtin.audio_augmentations",
+    "merx.builtin.text_augmentations",
     "merx.builtin.audio_towers",
     "merx.builtin.text_towers",
     "merx.builtin.fusions",
