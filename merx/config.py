@@ -106,6 +106,10 @@ SCHEMA: dict[str, Any] = {
     "augment": {
         "audio": PluginList("audio_augmentations", "Audio augmentations, applied in order (training only)."),
         "text": PluginList("text_augmentations", "Text augmentations, applied in order (training only)."),
+        "strategy": F(str, "precompute", "Waveform augmentations: precompute `variants` versions per training "
+                      "song into the feature cache (cheap epochs), or apply them in the data loader every "
+                      "epoch (fresh draws, an extraction per song per epoch).", ("precompute", "on_the_fly")),
+        "variants": F(int, 4, "Augmented versions per training song (precomputed audio; text always)."),
     },
     "train": {
         "device": F(str, "auto", "auto (cuda, then mps, then cpu), or cpu, cuda, cuda:1, mps."),
@@ -353,7 +357,7 @@ def _validate(raw: dict, schema: dict, file, prefix: str, registry) -> dict:
 
 def _check_values(cfg: dict, file) -> None:
     """Cross-field and range checks that types alone cannot express."""
-    positive = ["features.ref_value", "features.sample_rate", "features.n_fft", "features.hop_length", "features.n_mels",
+    positive = ["augment.variants", "features.ref_value", "features.sample_rate", "features.n_fft", "features.hop_length", "features.n_mels",
                 "features.duration", "train.batch_size", "train.epochs"]
     for key in positive:
         if get(cfg, key) <= 0:

@@ -131,3 +131,15 @@ def test_hash_ignores_name_and_tags_but_not_settings(tmp_path):
 
 def test_flatten():
     assert config.flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
+
+
+def test_augmentation_lists_and_strategy_validate(tmp_path):
+    f = write(tmp_path / "e.toml", '[augment]\nstrategy = "on_the_fly"\n[[augment.audio]]\nname = "time_mask"\n'
+                                   'max_width = 16\np = 0.5\n[[augment.text]]\nname = "word_swap"\n')
+    cfg = config.load(f)
+    assert cfg["augment"]["strategy"] == "on_the_fly" and cfg["augment"]["variants"] == 4
+    assert cfg["augment"]["audio"][0]["max_width"] == 16 and cfg["augment"]["audio"][0]["p"] == 0.5
+    with pytest.raises(ConfigError, match="did you mean 'on_the_fly'"):
+        config.load(f, ["augment.strategy=on_the_fy"])
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        config.load(f, ["augment.audio=[{name = 'time_mask', p = 2.0}]"])
