@@ -11,20 +11,11 @@ from PIL import Image
 from merx.cli import cli
 from merx.config import apply_sets, config_hash, resolve
 from merx.store import RunStore
+from tiny_experiment import tiny_raw as _tiny_raw
 
 
 def tiny_raw(bert_dir, cache_dir) -> dict:
-    """An experiment that trains in about two seconds (regression: valence/arousal)."""
-    return {
-        "name": "tiny", "task": "regression", "seed": 1,
-        "data": {"cache_dir": str(cache_dir),
-                 "source": {"name": "synthetic", "n_songs": 24, "duration": 2.0, "min_duration": 1.0}},
-        "features": {"n_mels": 16, "n_fft": 512, "hop_length": 256, "duration": 1.0, "workers": 1},
-        "model": {"audio": {"name": "vggish", "channels": [4, 8], "hidden": 16, "out_dim": 8},
-                  "text": {"name": "huggingface", "model": bert_dir, "max_length": 32},
-                  "head": {"hidden": [8]}},
-        "train": {"batch_size": 8, "epochs": 2, "early_stopping": {"patience": 0}},
-    }
+    return _tiny_raw(bert_dir, cache_dir, "regression")
 
 
 def invoke(*args):
