@@ -329,6 +329,9 @@ def _dry_run(cfg):
 
     # Counts depend on the architecture alone, so no weights are loaded: a dry run of an
     # experiment using a hub model works before that model was ever downloaded.
+    from merx.pipeline import build_augmentations
+
+    build_augmentations(cfg)  # a missing WordNet or a bad mask width shows here too
     model = build(cfg, get_registry(), pretrained=False)
     t = Table(title=f"{cfg['name']}: parameters (architecture only, no weights loaded)", title_justify="left")
     for col in ("part", "module", "total", "trainable"):

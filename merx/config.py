@@ -451,7 +451,8 @@ def to_toml(cfg: dict) -> str:
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(scalar(x) for x in v) + "]"
         if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {scalar(x)}" for k, x in v.items()) + " }"
+            # TOML has no null: an unset (None) setting is left out and its default fills it again.
+            return "{ " + ", ".join(f"{k} = {scalar(x)}" for k, x in v.items() if x is not None) + " }"
         if v is None:
             return '"none"'
         return repr(v)

@@ -66,12 +66,18 @@ def register_data_sources(register):
 
 @hookspec
 def register_audio_augmentations(register):
-    """Register audio augmentations: ``register("name", factory)``."""
+    """Register audio augmentations: ``register("name", factory)``.
+
+    The factory returns a callable with ``level`` "waveform" (``aug(samples, rng) -> samples``,
+    before the mel stage) or "spectrogram" (``aug(db, rng) -> db``, after the crop); wrap a
+    function with ``merx.augment.waveform`` / ``merx.augment.spectrogram``."""
 
 
 @hookspec
 def register_text_augmentations(register):
-    """Register text augmentations: ``register("name", factory)``."""
+    """Register text augmentations: ``register("name", factory)``.
+
+    The factory returns a callable ``aug(text, rng) -> text``."""
 
 
 @hookspec

@@ -21,7 +21,7 @@ def experiment(cache_dir, tiny_bert_dir):
     """A tiny experiment: 24 synthetic songs of 2 s, 16 mels, a small CNN, a tiny frozen BERT."""
 
     def make(augment: bool, seed: int = 0, strategy: str = "precompute", **train):
-        cfg = resolve({
+        return resolve({
             "seed": seed, "task": "classification",
             "data": {"source": {"name": "synthetic", "n_songs": 24, "duration": 2.0, "min_duration": 1.5},
                      "cache_dir": cache_dir},
@@ -29,13 +29,10 @@ def experiment(cache_dir, tiny_bert_dir):
             "model": {"audio": {"name": "vggish", "channels": [4, 8], "hidden": 16, "out_dim": 8},
                       "text": {"name": "huggingface", "model": tiny_bert_dir, "max_length": 64},
                       "head": {"hidden": [8]}},
-            "augment": {"audio": AUDIO, "text": TEXT} if augment else {},
+            "augment": {"audio": AUDIO, "text": TEXT, "strategy": strategy, "variants": 2} if augment else {},
             "train": {"epochs": 2, "batch_size": 8, "device": "cpu",
                       "early_stopping": {"monitor": "val_macro_f1", "mode": "max"}, **train},
         })
-        # augment.strategy / augment.variants: read with defaults until the schema lists them.
-        cfg["augment"]["strategy"], cfg["augment"]["variants"] = strategy, 2
-        return cfg
 
     return make
 
