@@ -6,7 +6,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -15,51 +14,15 @@ from click.testing import CliRunner
 
 from merx.cli import cli
 from merx.store import RunStore
+from tiny_experiment import tiny_toml
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_toml(bert_dir, **extra) -> str:
-    """A whole experiment that trains in seconds: 24 two-second songs, a 2-block CNN, a tiny BERT."""
-    text = textwrap.dedent(f'''
-        task = "classification"
-        seed = 1
-        [data]
-        cache_dir = "{Path.cwd() / '.merx' / 'cache'}"
-        [data.source]
-        name = "synthetic"
-        n_songs = 24
-        duration = 2.0
-        min_duration = 1.0
-        [features]
-        n_mels = 16
-        n_fft = 512
-        hop_length = 256
-        duration = 1.0
-        workers = 1
-        [model.audio]
-        name = "vggish"
-        channels = [4, 8]
-        hidden = 16
-        out_dim = 8
-        [model.text]
-        name = "huggingface"
-        model = "{bert_dir}"
-        max_length = 32
-        [model.head]
-        hidden = [8]
-        [train]
-        batch_size = 8
-        epochs = {extra.pop("epochs", 2)}
-        [train.early_stopping]
-        patience = 0
-    ''')
-    return text + "".join(f"{line}\n" for line in extra.values())
-
-
-def write_exp(tmp_path, bert_dir, name="tiny.toml", **extra) -> Path:
+def write_exp(tmp_path, bert_dir, name="tiny.toml", epochs=2) -> Path:
+    """A whole experiment that trains in seconds (tests/tiny_experiment.py), cached in ./.merx."""
     path = tmp_path / name
-    path.write_text(tiny_toml(bert_dir, **extra))
+    path.write_text(tiny_toml(bert_dir, Path.cwd() / ".merx" / "cache", epochs=epochs))
     return path
 
 

@@ -9,6 +9,7 @@ from merx.cli import cli
 from merx.config import ConfigError, config_hash, load
 from merx.store import RunStore
 from merx.sweep import load_plan, parse_seeds, toml_literal
+from tiny_experiment import tiny_toml
 
 
 def write(path, text):
@@ -116,39 +117,7 @@ def test_toml_literals_round_trip():
 # -- a real sweep -------------------------------------------------------------------------------
 
 def base_toml(bert_dir, cache_dir) -> str:
-    return textwrap.dedent(f'''
-        task = "classification"
-        seed = 1
-        [data]
-        cache_dir = "{cache_dir}"
-        [data.source]
-        name = "synthetic"
-        n_songs = 24
-        duration = 2.0
-        min_duration = 1.0
-        [features]
-        n_mels = 16
-        n_fft = 512
-        hop_length = 256
-        duration = 1.0
-        workers = 1
-        [model.audio]
-        name = "vggish"
-        channels = [4, 8]
-        hidden = 16
-        out_dim = 8
-        [model.text]
-        name = "huggingface"
-        model = "{bert_dir}"
-        max_length = 32
-        [model.head]
-        hidden = [8]
-        [train]
-        batch_size = 8
-        epochs = 2
-        [train.early_stopping]
-        patience = 0
-    ''')
+    return tiny_toml(bert_dir, cache_dir)
 
 
 def test_a_sweep_with_one_cell_already_done_runs_only_the_others(tmp_path, tmp_path_factory, tiny_bert_dir):

@@ -14,3 +14,13 @@ def tiny_raw(bert_dir, cache_dir, task="regression", name="tiny", **top) -> dict
                   "head": {"hidden": [8]}},
         "train": {"batch_size": 8, "epochs": 2, "early_stopping": {"patience": 0}},
     }
+
+
+def tiny_toml(bert_dir, cache_dir, task="classification", epochs=2) -> str:
+    """The same experiment as an experiment file; its name comes from the file's stem."""
+    from merx.config import to_toml
+
+    raw = tiny_raw(bert_dir, cache_dir, task)
+    del raw["name"]
+    raw["train"]["epochs"] = epochs
+    return to_toml(raw)
