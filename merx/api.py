@@ -3,13 +3,13 @@
     from merx.api import hookimpl, TowerOutput
 
 A plugin is a module with functions marked ``@hookimpl`` and named after a hook
-(``register_fusions``, ``register_audio_towers``, ...; see ``KINDS``). Each hook receives a
+(``register_fusions``, ``register_audio_towers``, ...; see ``KINDS``, one ``Kind`` record each). Each hook receives a
 ``register(name, factory)`` callback; a hook implementation may accept any subset of the hook's
 arguments (matched by name), so arguments merx adds later never break an existing plugin.
 
 A *factory* is a function or class that builds the component. merx reads its signature:
 
-* parameters named in ``CONTEXT[kind]`` are filled in by merx at build time (tower sizes and
+* parameters named in ``KINDS[kind].context`` are filled in by merx at build time (tower sizes and
   the like); ask for the ones you need;
 * every other parameter is a user setting, written in the experiment file next to ``name``;
   its default is the default, its annotation (``int``, ``float``, ``str``, ``bool``, ``list``)
@@ -50,14 +50,18 @@ from typing import Callable
 
 from merx import __version__, hookimpl
 from merx.data.songs import QUADRANTS, SPLITS, Failure, Song, SongTable
-from merx.hookspecs import CONTEXT, DESCRIPTIONS, KINDS
+from merx.hookspecs import KINDS, Kind
 from merx.models.outputs import TowerOutput
 from merx.plugins import PluginWarning
 
 #: The type of the callback every ``register_<kind>`` hook receives: ``register(name, factory)``.
 Register = Callable[[str, Callable], None]
 
-__all__ = ["hookimpl", "Register", "TowerOutput", "masked_mean", "KINDS", "CONTEXT", "DESCRIPTIONS",
+#: Views of ``KINDS`` kept for plugins written against merx 0.1: kind -> context / description.
+CONTEXT = {k.name: set(k.context) for k in KINDS.values()}
+DESCRIPTIONS = {k.name: k.description for k in KINDS.values()}
+
+__all__ = ["hookimpl", "Register", "TowerOutput", "masked_mean", "KINDS", "Kind", "CONTEXT", "DESCRIPTIONS",
            "Song", "SongTable", "Failure", "SPLITS", "QUADRANTS", "PluginWarning", "__version__"]
 
 

@@ -100,7 +100,7 @@ def list_plugins(kind, as_json, requirements):
     loaded plugin module with the hooks it implements."""
     from importlib import metadata
 
-    from merx.hookspecs import DESCRIPTIONS, KINDS
+    from merx.hookspecs import KINDS
     from merx.plugins import get_registry
 
     reg = get_registry()
@@ -148,7 +148,7 @@ def list_plugins(kind, as_json, requirements):
 
     console = _console()
     for k in kinds:
-        table = Table(title=f"{k.replace('_', ' ')} — {DESCRIPTIONS[k]}", title_justify="left",
+        table = Table(title=f"{k.replace('_', ' ')} — {KINDS[k].description}", title_justify="left",
                       show_lines=False, expand=False)
         table.add_column("name", style="bold cyan", no_wrap=True)
         table.add_column("origin", style="magenta")
@@ -222,22 +222,12 @@ def _friendly_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from merx.config import ConfigError
-        from merx.plugins import PluginBuildError, UnknownPlugin
+        from merx.errors import MerxError
 
-        known = [ConfigError, UnknownPlugin, PluginBuildError]
-        for modname, names in (("merx.pipeline", ("RunError",)), ("merx.data.merge", ("DataSourceError",)),
-                               ("merx.data.integrity", ("SplitOverlapError",)),
-                               ("merx.store", ("RunNotFound", "StoreError"))):
-            try:
-                mod = __import__(modname, fromlist=list(names))
-            except ImportError:
-                continue
-            known += [getattr(mod, n) for n in names if hasattr(mod, n)]
         try:
             return fn(*args, **kwargs)
-        except tuple(known) as exc:
-            fail(str(exc), 2)
+        except MerxError as exc:
+            fail(str(exc), exc.exit_code, exc.hint)
 
     return wrapper
 

@@ -24,13 +24,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-class ConfigError(Exception):
-    """A problem with an experiment file; the CLI prints it and exits with status 2."""
-
-    def __init__(self, message: str, file: str | None = None, key: str | None = None):
-        self.message, self.file, self.key = message, file, key
-        where = ": ".join(x for x in (file, key) if x)
-        super().__init__(f"{where}: {message}" if where else message)
+from merx.errors import ConfigError  # noqa: F401  (re-exported: merx.config.ConfigError)
+from merx.hookspecs import KINDS
 
 
 @dataclass
@@ -289,7 +284,7 @@ def _validate_plugin_table(value, spec_kind, file, key, registry, default_name=N
         if k not in known:
             hint = _suggest(k, known) or (f"; its settings are: {', '.join(known)}" if known else
                                           "; it takes no settings")
-            raise ConfigError(f"{spec_kind[:-1].replace('_', ' ')} {name!r} has no setting {k!r}{hint}",
+            raise ConfigError(f"{KINDS[spec_kind].label} {name!r} has no setting {k!r}{hint}",
                               file, f"{key}.{k}")
     for pname, p in known.items():
         if pname in value:
@@ -305,7 +300,7 @@ def _validate_plugin_table(value, spec_kind, file, key, registry, default_name=N
                 v = _check_type(v, t, file, f"{key}.{pname}")
             out[pname] = v
         elif p.required:
-            raise ConfigError(f"{spec_kind[:-1].replace('_', ' ')} {name!r} needs a setting {pname!r}",
+            raise ConfigError(f"{KINDS[spec_kind].label} {name!r} needs a setting {pname!r}",
                               file, f"{key}.{pname}")
         else:
             d = p.default

@@ -15,8 +15,7 @@ from pathlib import Path
 from merx.data.songs import QUADRANTS, Failure, SongTable
 
 
-class RunError(Exception):
-    """A problem that stops a run before or during training, with a message for the user."""
+from merx.errors import RunError  # noqa: E402,F401
 
 
 @dataclass

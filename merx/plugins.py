@@ -27,7 +27,9 @@ from typing import Any, Callable
 import pluggy
 
 from merx import hookspecs
-from merx.hookspecs import CONTEXT, KINDS
+from merx.errors import PluginBuildError as _PluginBuildError
+from merx.errors import UnknownPlugin
+from merx.hookspecs import KINDS
 
 _MISSING = inspect.Parameter.empty
 
@@ -100,7 +102,7 @@ def describe_factory(kind: str, factory: Callable) -> tuple[list[Param], list[st
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise TypeError(f"factory {factory!r} takes *args/**kwargs; declare its parameters by name "
                             "so merx can validate settings")
-        if p.name in CONTEXT.get(kind, ()):
+        if p.name in KINDS[kind].context:
             context.append(p.name)
         else:
             ann = p.annotation if p.annotation is not _MISSING else None
@@ -135,13 +137,13 @@ class Registry:
         except pluggy.PluginValidationError as exc:
             self.pm.unregister(module)
             self.warn(f"plugin {source!r} ({origin}) could not be registered: {exc}; "
-                      f"the hooks are: {', '.join(KINDS.values())}, register_commands")
+                      f"the hooks are: {', '.join(k.hook for k in KINDS.values())}, register_commands")
             return
         self._origins[id(module)] = (origin, source, version)
 
     def collect(self) -> None:
         """Call every registration hook of every plugin, recording who registered what."""
-        for kind, hook_name in KINDS.items():
+        for kind, hook_name in ((k.name, k.hook) for k in KINDS.values()):
             hook = getattr(self.pm.hook, hook_name)
             # get_hookimpls() is in registration order: built-ins, entry points, local files.
             for impl in hook.get_hookimpls():
@@ -158,20 +160,20 @@ class Registry:
 
     def _register(self, kind, name, factory, origin, source, version, hook) -> None:
         if not isinstance(name, str) or not name:
-            self.warn(f"plugin {source!r} registered a {kind[:-1]} with an invalid name {name!r}; ignored")
+            self.warn(f"plugin {source!r} registered a {KINDS[kind].label} with an invalid name {name!r}; ignored")
             return
         if not callable(factory):
-            self.warn(f"plugin {source!r}: {kind[:-1]} {name!r} is not callable; ignored")
+            self.warn(f"plugin {source!r}: {KINDS[kind].label} {name!r} is not callable; ignored")
             return
         existing = self.plugins[kind].get(name)
         if existing is not None:
-            self.warn(f"plugin {source!r} tried to register {kind[:-1]} {name!r}, already registered by "
+            self.warn(f"plugin {source!r} tried to register {KINDS[kind].label} {name!r}, already registered by "
                       f"{existing.origin_label}; kept the first. Rename one of them.")
             return
         try:
             params, context = describe_factory(kind, factory)
         except (TypeError, ValueError) as exc:
-            self.warn(f"plugin {source!r}: {kind[:-1]} {name!r} has an unusable signature: {exc}")
+            self.warn(f"plugin {source!r}: {KINDS[kind].label} {name!r} has an unusable signature: {exc}")
             return
         self.plugins[kind][name] = Plugin(kind, name, factory, origin, source, version, hook, params, context)
 
@@ -187,7 +189,7 @@ class Registry:
         return sorted(self.plugins[kind])
 
 
-class PluginBuildError(Exception):
+class PluginBuildError(_PluginBuildError):
     """A plugin's factory failed or returned something merx cannot use; names the plugin.
 
     The CLI reports it like a config error (exit status 2): the fix is in the experiment's
@@ -195,17 +197,8 @@ class PluginBuildError(Exception):
 
     def __init__(self, plugin: "Plugin", key: str, problem: str):
         self.plugin, self.key = plugin, key
-        super().__init__(f"{key}: {plugin.kind[:-1].replace('_', ' ')} {plugin.name!r} ({plugin.origin_label}) "
+        super().__init__(f"{key}: {KINDS[plugin.kind].label} {plugin.name!r} ({plugin.origin_label}) "
                          f"could not be built: {problem}")
-
-
-class UnknownPlugin(KeyError):
-    def __init__(self, kind: str, name: str, available: str):
-        self.kind, self.name, self.available = kind, name, available
-        super().__init__(f"unknown {kind[:-1].replace('_', ' ')} {name!r}; available: {available}")
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 def _allowed(name: str) -> bool:

@@ -15,6 +15,8 @@ from pathlib import Path
 from string import Template
 
 from merx import __version__
+from merx.errors import UsageError
+from merx.hookspecs import KINDS
 
 #: Kinds with a template, the test-kit function that checks each, and example settings for it.
 TEMPLATE_KINDS = {
@@ -26,19 +28,19 @@ TEMPLATE_KINDS = {
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class ScaffoldError(ValueError):
+
+class ScaffoldError(UsageError, ValueError):
     """The plugin cannot be written as asked; the message says why and what to do."""
 
 
 def normalize_kind(kind: str) -> str:
     """``fusion``, ``fusions``, ``audio-tower``, ``audio_towers`` ... -> the KINDS key."""
-    from merx.hookspecs import KINDS
+    from merx.hookspecs import kind as find_kind
 
-    key = kind.strip().lower().replace("-", "_")
-    for candidate in (key, f"{key}s"):
-        if candidate in KINDS:
-            return candidate
-    raise ScaffoldError(f"unknown plugin kind {kind!r}; kinds: {', '.join(k[:-1] for k in KINDS)}")
+    try:
+        return find_kind(kind).name
+    except KeyError as exc:
+        raise ScaffoldError(exc.args[0]) from None
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -49,7 +51,7 @@ def _check_name(kind: str, name: str) -> None:
 
     existing = get_registry().plugins[kind].get(name)
     if existing is not None:
-        raise ScaffoldError(f"a {kind[:-1].replace('_', ' ')} named {name!r} already exists "
+        raise ScaffoldError(f"a {KINDS[kind].label} named {name!r} already exists "
                             f"({existing.origin_label}); choose another name")
 
 
@@ -190,8 +192,7 @@ def $name(max_length: int = 128, buckets: int = 20000, dim: int = 64):
     return $cls()
 '''
 
-_BODIES = {"fusions": (_FUSION, "Fusion", "model.fusion"), "audio_towers": (_AUDIO, "AudioTower", "model.audio"),
-           "text_towers": (_TEXT, "TextTower", "model.text")}
+_BODIES = {"fusions": (_FUSION, "Fusion"), "audio_towers": (_AUDIO, "AudioTower"), "text_towers": (_TEXT, "TextTower")}
 
 _FILE_TEST = '''"""Tests of the $name $label plugin with merx's plugin test kit (merx.testing)."""
 
@@ -277,15 +278,13 @@ def new_plugin(kind: str, name: str, folder: str | os.PathLike = ".", package: b
     kind = normalize_kind(kind)
     if kind not in TEMPLATE_KINDS:
         raise ScaffoldError(f"no template for {kind.replace('_', ' ')} yet; templates exist for: "
-                            f"{', '.join(k[:-1] for k in TEMPLATE_KINDS)}")
+                            f"{', '.join(KINDS[k].singular for k in TEMPLATE_KINDS)}")
     _check_name(kind, name)
-    body, suffix, table = _BODIES[kind]
+    body, suffix = _BODIES[kind]
     check, example = TEMPLATE_KINDS[kind]
     folder = Path(folder)
-    from merx.hookspecs import KINDS
-
-    values = dict(name=name, kind=kind, hook=KINDS[kind], kind_arg=kind[:-1], label=kind[:-1].replace("_", " "),
-                  table=table, cls=_class_name(name, suffix), check=check, example=example)
+    values = dict(name=name, kind=kind, hook=KINDS[kind].hook, kind_arg=KINDS[kind].singular, label=KINDS[kind].label,
+                  table=KINDS[kind].table, cls=_class_name(name, suffix), check=check, example=example)
 
     if package:
         dist, module = f"merx-{name.replace('_', '-')}", f"merx_{name}"

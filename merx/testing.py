@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from merx.hookspecs import CONTEXT, KINDS
+from merx.hookspecs import KINDS
 
 __all__ = ["check_fusion", "check_audio_tower", "check_text_tower", "registered", "CheckReport",
            "PluginCheckError", "SAMPLE_LYRICS"]
@@ -44,7 +44,6 @@ _FUSION_CONTEXT = {"audio_dim": 12, "text_dim": 20, "audio_seq_dim": 8, "text_se
 _AUDIO_CONTEXT = {"n_mels": 16, "n_frames": 32}
 _TEXT_CONTEXT = {"pretrained": True}
 _BATCH = 3
-_TABLES = {"fusions": "model.fusion", "audio_towers": "model.audio", "text_towers": "model.text"}
 
 
 class PluginCheckError(AssertionError):
@@ -61,7 +60,7 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"{self.kind[:-1].replace('_', ' ')} {self.name!r}: {len(self.passed)} checks passed"]
+        lines = [f"{KINDS[self.kind].label} {self.name!r}: {len(self.passed)} checks passed"]
         lines += [f"  ok    {p}" for p in self.passed]
         lines += [f"  note  {n}" for n in self.notes]
         return "\n".join(lines)
@@ -101,7 +100,7 @@ def _plugin(kind: str, target):
     except (TypeError, ValueError) as exc:
         raise PluginCheckError(f"merx cannot use this factory's signature: {exc}") from None
     name = getattr(target, "__name__", type(target).__name__)
-    return Plugin(kind, name, target, "test", getattr(target, "__module__", "?"), None, KINDS[kind], params, context)
+    return Plugin(kind, name, target, "test", getattr(target, "__module__", "?"), None, KINDS[kind].hook, params, context)
 
 
 def _build(kind: str, target, settings: dict, defaults: dict, report_attrs: tuple[str, ...]):
@@ -111,10 +110,10 @@ def _build(kind: str, target, settings: dict, defaults: dict, report_attrs: tupl
     from merx.config import ConfigError, _validate_plugin_table
 
     plugin = _plugin(kind, target)
-    context = {**defaults, **{k: v for k, v in settings.items() if k in CONTEXT[kind]}}
-    user = {k: v for k, v in settings.items() if k not in CONTEXT[kind]}
+    context = {**defaults, **{k: v for k, v in settings.items() if k in KINDS[kind].context}}
+    user = {k: v for k, v in settings.items() if k not in KINDS[kind].context}
     try:
-        table = _validate_plugin_table({"name": plugin.name, **user}, kind, None, _TABLES.get(kind, kind),
+        table = _validate_plugin_table({"name": plugin.name, **user}, kind, None, KINDS[kind].table or kind,
                                        _OnePlugin(plugin))
     except ConfigError as exc:
         raise PluginCheckError(f"merx would refuse these settings: {exc}") from None
@@ -124,7 +123,7 @@ def _build(kind: str, target, settings: dict, defaults: dict, report_attrs: tupl
         return plugin.build(dict(table), **context)
 
     report = CheckReport(kind, plugin.name)
-    obj = _call(builder, f"building {kind[:-1].replace('_', ' ')} {plugin.name!r}")
+    obj = _call(builder, f"building {KINDS[kind].label} {plugin.name!r}")
     _require_module(obj, kind, plugin.name, report_attrs)
     report.passed.append(f"builds an nn.Module with {', '.join(report_attrs)} "
                          f"({', '.join(f'{a}={getattr(obj, a)}' for a in report_attrs)})")
@@ -143,7 +142,7 @@ def _call(fn, what: str):
 def _require_module(obj, kind: str, name: str, attrs: tuple[str, ...]) -> None:
     from torch import nn
 
-    what = f"{kind[:-1].replace('_', ' ')} {name!r}"
+    what = f"{KINDS[kind].label} {name!r}"
     if not isinstance(obj, nn.Module):
         raise PluginCheckError(f"{what}: the factory returned {type(obj).__name__}, not a torch.nn.Module")
     for attr in attrs:

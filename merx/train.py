@@ -41,15 +41,7 @@ __all__ = ["Trainer", "FitResult", "TrainingDiverged", "evaluate", "loss_fn", "b
            "seed_everything", "select_device", "worker_init_fn"]
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss (or the gradient) became NaN or infinite; ``epoch`` and ``step`` say where."""
-
-    def __init__(self, epoch: int, step: int | None, what: str, value: float):
-        self.epoch, self.step, self.value = epoch, step, value
-        where = f"epoch {epoch}, step {step}" if step is not None else f"epoch {epoch}, validation"
-        super().__init__(f"training diverged at {where}: the {what} is {value}. Lower the learning "
-                         "rate (train.lr), enable gradient clipping (train.grad_clip, e.g. 1.0), "
-                         "or check the inputs and targets for NaN/inf values.")
+from merx.errors import TrainingDiverged  # noqa: E402,F401
 
 
 @dataclass

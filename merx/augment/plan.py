@@ -19,10 +19,12 @@ DEFAULT_STRATEGY = "precompute"
 #: Augmented versions per training song, precomputed (``augment.variants``).
 DEFAULT_VARIANTS = 4
 
-_KINDS = {"audio": "audio_augmentations", "text": "text_augmentations"}
 
 
-class AugmentationError(ValueError):
+from merx.errors import ConfigError  # noqa: E402
+
+
+class AugmentationError(ConfigError):
     """A configured augmentation cannot be built; the message names its config key."""
 
 

@@ -51,7 +51,12 @@ WORDNET_INSTALL = (
 )
 
 
-class WordNetUnavailable(LookupError):
+from merx.errors import MerxError  # noqa: E402
+
+
+class WordNetUnavailable(MerxError, LookupError):
+    exit_code = 2
+
     """NLTK, its WordNet corpus or its part-of-speech tagger data is missing."""
 
 

@@ -20,15 +20,14 @@ def _errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from merx.config import ConfigError
-        from merx.store import StoreError
+        from merx.errors import MerxError
 
         try:
             return fn(*args, **kwargs)
-        except (StoreError, ConfigError) as exc:
+        except MerxError as exc:
             from merx.cli import fail
 
-            fail(str(exc), 2)
+            fail(str(exc), exc.exit_code, exc.hint)
 
     return wrapper
 

@@ -2,6 +2,8 @@
 
 import click
 
+from merx.hookspecs import KINDS
+
 
 def attach(cli):
     @cli.group("plugin")
@@ -36,7 +38,7 @@ def attach(cli):
         steps = ([f"pip install -e {written[0].parent}   # makes the entry point known to merx"] if package else [])
         steps += [f"python -m pytest {test}",
                   f"merx list-plugins --kind {kind}",
-                  f"in an experiment: [{_table(kind)}] name = \"{name}\""]
+                  f"in an experiment: [{KINDS[kind].table}] name = \"{name}\""]
         console.print("next:\n" + "\n".join(f"  {s}" for s in steps), highlight=False, markup=False)
 
     @plugin_group.command("check")
@@ -58,13 +60,9 @@ def attach(cli):
         except (ScaffoldError, ConfigError) as exc:
             fail(str(exc), 2)
         if kind not in checks:
-            fail(f"the test kit checks {', '.join(k[:-1] for k in checks)}; not {kind[:-1]}", 2)
+            fail(f"the test kit checks {', '.join(KINDS[k].singular for k in checks)}; not {KINDS[kind].singular}", 2)
         try:
             report = checks[kind](name, **settings)
         except PluginCheckError as exc:
             fail(str(exc), 1)
         _console().print(str(report), highlight=False, markup=False)
-
-
-def _table(kind: str) -> str:
-    return {"fusions": "model.fusion", "audio_towers": "model.audio", "text_towers": "model.text"}[kind]

@@ -15,8 +15,7 @@ from merx.hashing import file_digest
 ON_OVERLAP = ("error", "warn")
 
 
-class SplitOverlapError(Exception):
-    """The same song is in more than one split."""
+from merx.errors import SplitOverlapError  # noqa: E402,F401
 
 
 def check_overlap(table: SongTable, on_overlap: str = "error") -> list[str]:

@@ -32,8 +32,7 @@ SPLIT_SCHEMES = ("70_15_15", "40_30_30")
 _PART_ALIASES = {"train": ("train",), "validate": ("validate", "validation", "val"), "test": ("test",)}
 
 
-class DataSourceError(Exception):
-    """The dataset is missing or not laid out as expected; the message says what to do."""
+from merx.errors import DataSourceError  # noqa: E402,F401
 
 
 def folder_name(subset: str, balanced: bool) -> str:

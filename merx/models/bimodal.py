@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from merx.models.head import Head
+from merx.hookspecs import KINDS
 from merx.models.outputs import TowerOutput
 from merx.plugins import PluginBuildError
 
@@ -92,7 +93,7 @@ def _settings(table: dict) -> dict:
 
 
 def _check_component(obj, kind: str, name: str, attrs: tuple[str, ...]):
-    what = f"{kind[:-1].replace('_', ' ')} {name!r}"
+    what = f"{KINDS[kind].label} {name!r}"
     if not isinstance(obj, nn.Module):
         raise TypeError(f"{what} returned {type(obj).__name__}, not a torch.nn.Module")
     missing = [a for a in attrs if not isinstance(getattr(obj, a, None), int)]
@@ -100,9 +101,6 @@ def _check_component(obj, kind: str, name: str, attrs: tuple[str, ...]):
         raise TypeError(f"{what} ({type(obj).__name__}) lacks the integer attribute(s) {', '.join(missing)} "
                         f"that merx needs to size the next layer")
     return obj
-
-
-PART_KEYS = {"audio_towers": "audio", "text_towers": "text", "fusions": "fusion"}
 
 
 def build_model(cfg: dict, registry, n_mels: int, n_frames: int, out_dim: int,
@@ -118,7 +116,7 @@ def build_model(cfg: dict, registry, n_mels: int, n_frames: int, out_dim: int,
 
     def build(kind: str, table: dict, attrs: tuple[str, ...], **context):
         plugin = registry.get(kind, table["name"])
-        key = f"model.{PART_KEYS[kind]}"
+        key = KINDS[kind].table
         try:
             return _check_component(plugin.build(_settings(table), **context), kind, table["name"], attrs)
         except PluginBuildError:

@@ -18,7 +18,12 @@ POOLINGS = ("cls", "mean")
 MINILM = "minilm"
 
 
-class TextModelUnavailable(OSError):
+from merx.errors import MerxError  # noqa: E402
+
+
+class TextModelUnavailable(MerxError, OSError):
+    exit_code = 2
+
     """The configured text model cannot be loaded (not downloaded, wrong path, not a model)."""
 
 

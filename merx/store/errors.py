@@ -1,8 +1,7 @@
 """What the results store raises. The CLI prints any ``StoreError`` as one line and exits 2."""
 
 
-class StoreError(Exception):
-    """A problem with the results database that the user can fix (wrong file, newer schema, ...)."""
+from merx.errors import StoreError
 
 
 class RunNotFound(StoreError, LookupError):
