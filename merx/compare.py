@@ -27,40 +27,29 @@ from typing import Any, Callable
 import numpy as np
 
 from merx.data.songs import QUADRANTS
-from merx.store import RunNotFound, StoreError, format_run_id, parse_run_id
+from merx.metrics import DEFAULT_PRIMARY, METRICS, headline_metrics, higher_is_better
+from merx.metrics import metric as metric_record
+from merx.store import RunNotFound, format_run_id, parse_run_id
+from merx.errors import CompareError  # noqa: F401  (re-exported)
+
+# ``higher_is_better`` is imported above for merx/cli.py, which still takes it from here; new
+# code asks merx.metrics.
 
 #: Metrics tested by default (those a run of the task has).
-DEFAULT_TESTED = {
-    "classification": ["accuracy", "macro_f1"],
-    "regression": ["valence_mae", "arousal_mae", "valence_r2", "arousal_r2", "quadrant_macro_f1"],
-}
+DEFAULT_TESTED = {task: headline_metrics(task) for task in ("classification", "regression")}
 #: Text that cannot be a run id, a group or an experiment: ``@3f2a`` needs this many hex digits.
 MIN_HASH_PREFIX = 4
 _RUN_TOKEN = re.compile(r"(?:run)?\d+", re.IGNORECASE)
 _HEX = re.compile(r"[0-9a-f]+")
 
 
-class CompareError(StoreError):
-    """What the user asked to compare cannot be compared (unknown name, nothing in common, ...)."""
-
-
-def higher_is_better(metric: str) -> bool | None:
-    """True for scores (F1, accuracy, R², CCC), False for errors (loss, MSE, MAE), None if unknown."""
-    name = metric.lower()
-    if any(w in name for w in ("loss", "mse", "mae", "seconds")):
-        return False
-    if any(w in name for w in ("f1", "accuracy", "r2", "ccc")):
-        return True
-    return None
-
-
 def primary_metric(cfg: dict) -> str:
     """The metric a run is judged by: the test counterpart of the monitored validation metric,
     else macro-F1 (classification) or the implied quadrants' macro-F1 (regression)."""
-    monitor = cfg["train"]["early_stopping"]["monitor"]
-    if monitor.startswith("val_") and monitor != "val_loss":
-        return monitor[len("val_"):]
-    return "macro_f1" if cfg["task"] == "classification" else "quadrant_macro_f1"
+    watched = metric_record(cfg["train"]["early_stopping"]["monitor"])
+    if watched is not None and watched.task != "any":
+        return watched.name
+    return DEFAULT_PRIMARY[cfg["task"]]
 
 
 # -- subjects -------------------------------------------------------------------------------
@@ -364,6 +353,9 @@ def song_metric(name: str) -> Callable[[np.ndarray, np.ndarray], float] | None:
     None when it cannot be recomputed from predictions (e.g. the loss)."""
     from merx.metrics import classification_metrics, concordance_cc, r2_score
 
+    record = METRICS.get(name)
+    if record is None or not record.per_song:
+        return None
     dims = {"valence": 0, "arousal": 1}
     head, _, kind = name.partition("_")
     if head in dims and kind in ("mae", "mse", "r2", "ccc"):

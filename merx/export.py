@@ -155,7 +155,7 @@ def comparison_rows(subjects, metrics: list[str] | None = None) -> tuple[list[st
 
 
 def _best(rows_: list[dict], metric: str) -> set[int]:
-    from merx.compare import higher_is_better
+    from merx.metrics import higher_is_better
 
     hib = higher_is_better(metric)
     means = [(i, r["metrics"][metric]["mean"]) for i, r in enumerate(rows_) if r["metrics"][metric]["mean"] is not None]

@@ -12,13 +12,24 @@ columns = predicted), to compute from a run's stored predictions when it is want
 Undefined values are ``nan``, never a made-up number: R² when the true values are constant,
 CCC when both series are constant, and the F1 of a quadrant that is neither true nor predicted
 anywhere (macro-F1 then averages over the quadrants that occur, as scikit-learn does).
+
+:data:`METRICS` is the one place that says what each number means: its task, whether higher is
+better, whether it can be recomputed per song (for paired tests), how to print it. Every
+consumer (early stopping's monitor and mode, ``merx compare``, sweeps, exports, ``merx runs
+--sort``) asks it instead of guessing from the name. The registry needs no numpy: the config
+check and the CLI consult it without paying for the numeric stack, so numpy is imported inside
+the functions that compute.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from merx.data.songs import QUADRANTS, quadrant_of
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DIMENSIONS = ("valence", "arousal")
 _REGRESSION_PER_DIM = ("mse", "mae", "r2", "ccc")
@@ -34,10 +45,120 @@ def metric_names(task: str) -> list[str]:
     raise ValueError(f"unknown task {task!r}: expected 'regression' or 'classification'")
 
 
+# -- the registry ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Metric:
+    """What one metric is: the task that reports it, its direction, and how to show it."""
+
+    name: str              # bare name, as evaluation returns it: "macro_f1", "valence_mae", "loss"
+    task: str              # "classification", "regression" or "any"
+    higher_is_better: bool
+    per_song: bool         # recomputable from per-song predictions (paired bootstrap); not the loss
+    fmt: str               # display format, e.g. ".4f"
+    description: str
+
+
+def _registry() -> dict[str, Metric]:
+    out: list[Metric] = [
+        Metric("loss", "any", False, False, ".4f",
+               "training objective (MSE for regression, cross-entropy for classification)")]
+    per_dim = {
+        "mse": (False, "mean squared error of {d}"),
+        "mae": (False, "mean absolute error of {d}"),
+        "r2": (True, "coefficient of determination (R²) of {d}; nan when the truth is constant"),
+        "ccc": (True, "Lin's concordance correlation coefficient of {d}; nan when both are constant"),
+    }
+    for d in DIMENSIONS:
+        for kind in _REGRESSION_PER_DIM:
+            hib, text = per_dim[kind]
+            out.append(Metric(f"{d}_{kind}", "regression", hib, True, ".4f", text.format(d=d)))
+    out += [
+        Metric("quadrant_accuracy", "regression", True, True, ".4f",
+               "accuracy of the quadrants the predicted valence/arousal imply"),
+        Metric("quadrant_macro_f1", "regression", True, True, ".4f",
+               "macro-F1 of the quadrants the predicted valence/arousal imply"),
+        Metric("accuracy", "classification", True, True, ".4f", "share of songs in the right quadrant"),
+        Metric("macro_f1", "classification", True, True, ".4f",
+               "F1 averaged over the quadrants that occur"),
+    ]
+    out += [Metric(f"f1_{q}", "classification", True, True, ".4f", f"F1 of quadrant {q}") for q in QUADRANTS]
+    # Timings: shown by compare and sortable in ``merx runs``; less is better, never per song.
+    out += [Metric(name, "any", False, False, ".1f", text) for name, text in (
+        ("epoch_seconds", "seconds one epoch took, training and validation"),
+        ("wall_seconds", "seconds from a run's start to its end"),
+        ("data_seconds", "seconds spent loading the data set"),
+        ("feature_seconds", "seconds spent extracting or loading features"),
+        ("augment_seconds", "seconds spent precomputing augmentations"),
+    )]
+    return {m.name: m for m in out}
+
+
+#: Every metric merx computes, by bare name.
+METRICS: dict[str, Metric] = _registry()
+# Names are matched case-insensitively (``--sort VAL_MACRO_F1``, ``f1_q1``), as they always were.
+_BY_LOWER = {k.lower(): m for k, m in METRICS.items()}
+
+#: Prefixes naming the split a number was computed on (epoch history and stored metrics).
+_SPLITS = ("train_", "val_", "validate_", "test_")
+
+#: The metrics ``merx compare``, sweeps and exports show and test by default, per task.
+HEADLINE = {
+    "classification": ("accuracy", "macro_f1"),
+    "regression": ("valence_mae", "arousal_mae", "valence_r2", "arousal_r2", "quadrant_macro_f1"),
+}
+#: What a run is judged by when it early-stops on the loss.
+DEFAULT_PRIMARY = {"classification": "macro_f1", "regression": "quadrant_macro_f1"}
+
+
+def metric(name: str) -> Metric | None:
+    """The record of ``name``, bare (``macro_f1``) or with a split (``val_macro_f1``,
+    ``test_valence_mae``, ``train_loss``); None when merx does not compute it."""
+    key = name.lower()
+    if key in _BY_LOWER:
+        return _BY_LOWER[key]
+    for prefix in _SPLITS:
+        if key.startswith(prefix) and key[len(prefix):] in _BY_LOWER:
+            return _BY_LOWER[key[len(prefix):]]
+    return None
+
+
+def higher_is_better(name: str) -> bool | None:
+    """True for scores (F1, accuracy, R², CCC), False for errors, losses and timings, None if unknown."""
+    m = metric(name)
+    return None if m is None else m.higher_is_better
+
+
+def mode_for(name: str) -> str | None:
+    """Early stopping's ``mode`` for watching ``name``: "max" or "min"; None if unknown."""
+    m = metric(name)
+    return None if m is None else ("max" if m.higher_is_better else "min")
+
+
+def metrics_for(task: str) -> list[Metric]:
+    """The records of the metrics evaluation reports for ``task`` (besides the loss), in
+    :func:`metric_names` order."""
+    if task not in ("regression", "classification"):
+        raise ValueError(f"unknown task {task!r}: expected 'regression' or 'classification'")
+    return [m for m in METRICS.values() if m.task == task]
+
+
+def monitors(task: str) -> list[str]:
+    """The validation metrics early stopping can watch for ``task`` (``train.early_stopping.monitor``)."""
+    return ["val_loss"] + [f"val_{m.name}" for m in metrics_for(task)]
+
+
+def headline_metrics(task: str) -> list[str]:
+    """The metrics shown and tested by default for ``task``."""
+    return list(HEADLINE[task])
+
+
 # -- regression -----------------------------------------------------------------------------
 
 def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Coefficient of determination, 1 - SS_res / SS_tot (nan when y_true is constant)."""
+    import numpy as np
+
     ss_res = float(np.sum((y_true - y_pred) ** 2))
     ss_tot = float(np.sum((y_true - y_true.mean()) ** 2))
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
@@ -48,6 +169,8 @@ def concordance_cc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
     Unlike Pearson's r it penalises bias and scale: a prediction must lie on the identity line
     to score 1."""
+    import numpy as np
+
     mt, mp = y_true.mean(), y_pred.mean()
     cov = np.mean((y_true - mt) * (y_pred - mp))
     denom = y_true.var() + y_pred.var() + (mt - mp) ** 2
@@ -56,6 +179,8 @@ def concordance_cc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def quadrant_indices(va: np.ndarray) -> np.ndarray:
     """Quadrant index (0..3 for Q1..Q4) implied by each row of valence/arousal ``[N, 2]``."""
+    import numpy as np
+
     va = np.asarray(va, dtype=float)
     return np.array([QUADRANTS.index(quadrant_of(v, a)) for v, a in va], dtype=int)
 
@@ -64,6 +189,8 @@ def regression_metrics(y_true, y_pred) -> dict[str, float]:
     """MSE, MAE, R², CCC per dimension (``valence_mae``, ...) and implied-quadrant scores.
 
     ``y_true`` and ``y_pred`` are ``[N, 2]`` arrays with columns (valence, arousal)."""
+    import numpy as np
+
     y_true = np.asarray(y_true, dtype=float)
     y_pred = np.asarray(y_pred, dtype=float)
     if y_true.ndim != 2 or y_true.shape[1] != 2 or y_true.shape != y_pred.shape or len(y_true) == 0:
@@ -86,6 +213,8 @@ def regression_metrics(y_true, y_pred) -> dict[str, float]:
 
 def _as_indices(labels) -> np.ndarray:
     """Quadrant indices from indices 0..3 or names "Q1".."Q4"."""
+    import numpy as np
+
     arr = np.asarray(labels)
     if arr.dtype.kind in "US":
         unknown = sorted(set(arr.tolist()) - set(QUADRANTS))
@@ -102,6 +231,8 @@ def confusion_matrix(true, pred) -> list[list[int]]:
     """4×4 counts: ``m[i][j]`` songs of true quadrant i predicted as j.
 
     Accepts indices 0..3 or names "Q1".."Q4"."""
+    import numpy as np
+
     t, p = _as_indices(true), _as_indices(pred)
     if t.shape != p.shape:
         raise ValueError(f"true and predicted labels differ in length: {t.shape} vs {p.shape}")
@@ -116,6 +247,8 @@ def classification_metrics(true_idx, pred_idx) -> dict[str, float]:
     Accepts indices 0..3 or names "Q1".."Q4". A quadrant absent from both the truth and the
     predictions has F1 nan and is left out of the macro average; one that is predicted but
     never true (or the reverse) has F1 0 and counts."""
+    import numpy as np
+
     t, p = _as_indices(true_idx), _as_indices(pred_idx)
     if t.shape != p.shape or t.size == 0:
         raise ValueError(f"expected two non-empty label arrays of equal length, got {t.shape} and {p.shape}")

@@ -243,7 +243,8 @@ def run_plan(plan: Plan, store, rerun: bool = False, console=None, progress: boo
 def summary(store, result: SweepResult, metric: str | None = None) -> dict:
     """Per cell: its runs and mean ± std of the headline metrics; ``best`` is the index of the
     cell with the best mean ``metric`` (default: :func:`merx.compare.primary_metric`)."""
-    from merx.compare import DEFAULT_TESTED, higher_is_better, primary_metric
+    from merx.compare import DEFAULT_TESTED, primary_metric
+    from merx.metrics import higher_is_better
     from merx.stats import summarize
 
     plan = result.plan

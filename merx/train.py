@@ -84,8 +84,10 @@ def loss_fn(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def available_monitors(task: str) -> list[str]:
-    """The validation metrics early stopping can watch for ``task``."""
-    return ["val_loss"] + [f"val_{m}" for m in metric_names(task)]
+    """The validation metrics early stopping can watch for ``task`` (:func:`merx.metrics.monitors`)."""
+    from merx.metrics import monitors
+
+    return monitors(task)
 
 
 def build_optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optimizer:

@@ -7,8 +7,8 @@ import pytest
 
 from merx.baselines import HOLE, Targets, compute_baselines, majority_quadrant, quadrant_centre_va, random_va
 from merx.data.songs import Song
-from merx.metrics import (classification_metrics, confusion_matrix, metric_names, quadrant_indices,
-                          regression_metrics)
+from merx.metrics import (METRICS, classification_metrics, confusion_matrix, higher_is_better, metric,
+                          metric_names, metrics_for, mode_for, monitors, quadrant_indices, regression_metrics)
 
 # columns: valence, arousal. Implied quadrants: true Q2 Q1 Q3 Q4, predicted Q2 Q1 Q3 Q3.
 Y_TRUE = [[0.2, 0.8], [0.7, 0.9], [0.1, 0.3], [0.9, 0.2]]
@@ -155,3 +155,33 @@ def test_targets_from_songs():
     t = Targets.from_songs(songs)
     assert t.quadrant.tolist() == [1, 3] and t.va.tolist() == [[0.2, 0.8], [0.7, 0.3]]
     assert Targets.from_songs([Song("c", "test", "Q1")]).va is None
+
+
+# -- the registry ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_every_computed_metric_is_registered_for_its_task(task):
+    for name in metric_names(task):
+        assert name in METRICS and METRICS[name].task == task, name
+    assert [m.name for m in metrics_for(task)] == metric_names(task)
+    assert monitors(task) == ["val_loss"] + [f"val_{n}" for n in metric_names(task)]
+
+
+def test_directions():
+    assert higher_is_better("macro_f1") is True
+    assert higher_is_better("valence_mae") is False
+    assert higher_is_better("val_loss") is False
+    assert higher_is_better("arousal_ccc") is True and higher_is_better("test_valence_r2") is True
+    assert mode_for("val_macro_f1") == "max" and mode_for("val_loss") == "min" and mode_for("train_loss") == "min"
+    assert metric("VAL_F1_q2").name == "f1_Q2"
+
+
+def test_timings_are_lower_better_and_not_per_song():
+    timings = [m for m in METRICS.values() if "seconds" in m.name]
+    assert {"epoch_seconds", "wall_seconds"} <= {m.name for m in timings}
+    assert all(m.higher_is_better is False and not m.per_song for m in timings)
+
+
+def test_unknown_metrics_are_none():
+    for name in ("lr_audio", "grad_norm_pre_clip", "val_nonsense", "best_epoch", ""):
+        assert metric(name) is None and higher_is_better(name) is None and mode_for(name) is None
