@@ -1,0 +1,114 @@
+"""Drawing a comparison made by :func:`merx.compare.compare` with rich: tables, then the tests'
+verdicts in sentences."""
+
+from __future__ import annotations
+
+
+def format_summary(s: dict, digits: int = 4, interval: bool = True) -> str:
+    """``0.7123`` for one run; ``0.7123 ± 0.0210 [0.69, 0.74]`` for a group."""
+    if s["mean"] is None:
+        return "-"
+    if s["n"] == 1:
+        return f"{s['mean']:.{digits}f}"
+    text = f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+    if interval and s["ci_low"] is not None:
+        text += f" [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
+    return text
+
+
+def titled_table(title: str):
+    """A rich table whose title is never wrapped to a narrow table's width."""
+    from rich.table import Table
+
+    return Table(title=title, title_justify="left", min_width=len(title))
+
+
+def render(result: dict, console) -> None:
+    """Print a comparison made by :func:`compare` as rich tables and sentences."""
+    from rich.text import Text
+
+    labels = [s["label"] for s in result["subjects"]]
+    groups = result["mode"] == "groups"
+
+    t = titled_table("compared")
+    for col in ("", "experiment", "task", "runs", "seeds", "group"):
+        t.add_column(col)
+    for s in result["subjects"]:
+        t.add_row(Text(s["label"], style="bold"), s["experiment"], s["task"], ", ".join(s["runs"]),
+                  ", ".join(map(str, s["seeds"])), s["group_hash"][:8])
+    console.print(t)
+
+    cfg = result["config"]
+    if cfg["keys"]:
+        title = "config (every key)" if len(cfg["keys"]) > len(cfg["differing"]) else "config keys that differ"
+        t = titled_table(title)
+        t.add_column("key", style="cyan")
+        for label in labels:
+            t.add_column(label)
+        for key, values in cfg["keys"].items():
+            style = "bold" if key in cfg["differing"] else "dim"
+            t.add_row(key, *(Text(v, style=style) for v in values))
+        console.print(t)
+    else:
+        console.print("config: identical" + (" (apart from the seeds)" if groups else ""))
+
+    if result["provenance"]:
+        t = titled_table("data, plugins, versions and code that differ")
+        t.add_column("what", style="cyan")
+        for label in labels:
+            t.add_column(label)
+        for section, items in result["provenance"].items():
+            for item, values in items.items():
+                t.add_row(f"{section}: {item}", *values)
+        console.print(t)
+
+    t = titled_table("test metrics" + (" (mean ± std [95 % t interval] over seeds)" if groups else "")
+               + (f"; Δ = difference to {labels[0]}" if len(labels) > 1 else ""))
+    t.add_column("metric")
+    for i, label in enumerate(labels):
+        t.add_column(label, justify="right", style="bold" if i == 0 else None)
+    for metric, row in result["metrics"].items():
+        cells = []
+        for i, (s, d) in enumerate(zip(row["subjects"], row["difference"])):
+            text = Text(format_summary(s))
+            if i > 0 and d is not None:
+                good = None if row["higher_is_better"] is None or d == 0 else (d > 0) == row["higher_is_better"]
+                text.append(f"  Δ {d:+.4f}", style="green" if good else "red" if good is False else "dim")
+            cells.append(text)
+        t.add_row(metric, *cells)
+    console.print(t)
+
+    if result["baselines"]:
+        t = titled_table("baselines (fitted on each run's training split; mean over a group's runs)")
+        t.add_column("baseline")
+        t.add_column("metric")
+        for label in labels:
+            t.add_column(label, justify="right", style="dim")
+        for b, per_metric in result["baselines"].items():
+            for m, values in per_metric.items():
+                t.add_row(b, m, *("-" if v is None else f"{v:.4f}" for v in values))
+        console.print(t)
+
+    t = titled_table("training")
+    t.add_column("")
+    for label in labels:
+        t.add_column(label, justify="right")
+    names = {"best_epoch": "best epoch", "epochs_run": "epochs run", "wall_seconds": "wall time (s)"}
+    for key, per in result["training"].items():
+        t.add_row(names[key], *(format_summary(s, 1 if key == "wall_seconds" else 0, interval=False) for s in per))
+    console.print(t)
+
+    for test in result["tests"]:
+        console.print(Text(f"{test['b']} against {test['a']} ({test['kind']})", style="bold underline"))
+        for key in ("skipped", "small_sample"):
+            if test.get(key):
+                console.print(Text("  " + test[key], style="yellow"))
+        for entry in (test.get("bootstrap") or {}).values():
+            console.print(Text("  " + entry["verdict"], style="green" if entry["excludes_zero"] else ""))
+        if test.get("mcnemar"):
+            console.print(Text("  " + test["mcnemar"]["verdict"]))
+        for entry in (test.get("seed_tests") or {}).values():
+            p = entry["p_value"]
+            console.print(Text("  " + entry["verdict"], style="green" if p is not None and p < 0.05 else ""))
+    for note in result["notes"]:
+        console.print(Text("note: " + note, style="yellow"))
