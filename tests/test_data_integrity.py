@@ -82,3 +82,46 @@ def test_songs_without_audio_files_are_left_to_the_source(tmp_path, mp3s):
 def test_unknown_mode_is_refused(mp3s):
     with pytest.raises(ValueError, match="on_overlap"):
         check_overlap(SongTable([]), on_overlap="ignore")
+
+
+VERSE = ("the night is long and the road is cold we walk alone under a silver sky "
+         "and every word we never said comes back to find us here tonight")
+
+
+def test_same_allmusic_id_under_other_ids_is_caught(mp3s):
+    a, b = song("A1", "train", mp3s["a"]), song("A2", "test", mp3s["b"])
+    a.meta["allmusic_id"] = b.meta["allmusic_id"] = "MT0004073991"
+    lines = check_overlap(SongTable([a, b, song("A3", "validate", mp3s["c"])]), on_overlap="warn")
+    assert lines == ["AllMusic id 'MT0004073991' is in 2 splits: train (A1), test (A2)"]
+    with pytest.raises(SplitOverlapError, match="AllMusic id"):
+        check_overlap(SongTable([a, b]), on_overlap="error")
+
+
+def test_same_artist_and_title_is_caught_whatever_the_case_and_punctuation(mp3s):
+    a, b, c = song("A1", "train", mp3s["a"]), song("A2", "validate", mp3s["b"]), song("A3", "test", mp3s["c"])
+    a.meta.update(artist="The Open Radios", title="Night Long")
+    b.meta.update(artist="the open radios", title="Night  Long!")
+    c.meta.update(artist="Other Band", title="Night Long")  # a title alone is no duplicate
+    lines = check_overlap(SongTable([a, b, c]), on_overlap="warn")
+    assert lines == ["artist + title 'the open radios - night long' is in 2 splits: train (A1), validate (A2)"]
+
+
+def test_identical_lyrics_text_under_other_ids_is_caught(mp3s):
+    a, b, c = song("A1", "train", mp3s["a"]), song("A2", "test", mp3s["b"]), song("A3", "validate", mp3s["c"])
+    a.lyrics = VERSE
+    b.lyrics = VERSE.upper().replace(" we ", "\nwe ") + "\n"  # same words, other case and lines
+    c.lyrics = "la la la"  # short texts repeat across unrelated songs: not checked
+    d = song("A4", "test", mp3s["d"])
+    d.lyrics = "la la la"
+    lines = check_overlap(SongTable([a, b, c, d]), on_overlap="warn")
+    assert len(lines) == 1 and lines[0].startswith("lyrics text (sha1 ")
+    assert lines[0].endswith("is in 2 splits: train (A1), test (A2)")
+
+
+def test_one_id_in_two_splits_is_reported_once_not_by_every_check(mp3s):
+    a, b = song("A1", "train", mp3s["a"]), song("A1", "test", mp3s["a"])
+    for s in (a, b):
+        s.meta.update(artist="X", title="Y", allmusic_id="MT1")
+        s.lyrics = VERSE
+    lines = check_overlap(SongTable([a, b]), on_overlap="warn")
+    assert [line.split(" '")[0] for line in lines] == ["song id", "lyric id"]

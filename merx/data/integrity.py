@@ -1,21 +1,25 @@
 """Checks that a dataset's splits are what they claim to be.
 
 A song in two splits leaks the answer into the test score. MERGE's notebooks never checked;
-merx does before every run: by song id, by lyric id, and by the audio file's content (the same
-recording filed twice under different ids)."""
+merx does before every run: by song id, by lyric id, by the audio file's content (the same
+recording filed twice under different ids), and by what identifies a song beyond its files: the
+same AllMusic id, the same artist and title (a re-release or live version under a new id), and
+the same lyrics text (two ids, one song's words: the text tower would see a test song in
+training)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import unicodedata
 from collections import defaultdict
 
 from merx.data.songs import SPLITS, SongTable
 from merx.hashing import file_digest
 
+from merx.errors import SplitOverlapError  # noqa: F401  (raised here; importable from here)
+
 ON_OVERLAP = ("error", "warn")
-
-
-from merx.errors import SplitOverlapError  # noqa: E402,F401
 
 
 def check_overlap(table: SongTable, on_overlap: str = "error") -> list[str]:
@@ -26,7 +30,10 @@ def check_overlap(table: SongTable, on_overlap: str = "error") -> list[str]:
         raise ValueError(f"on_overlap must be one of {', '.join(map(repr, ON_OVERLAP))}, got {on_overlap!r}")
     problems = (_shared(table, "song id", lambda s: s.id)
                 + _shared(table, "lyric id", lambda s: s.lyric_id)
-                + _shared_audio(table))
+                + _shared_audio(table)
+                + _shared(table, "AllMusic id", lambda s: s.meta.get("allmusic_id"), other_ids_only=True)
+                + _shared(table, "artist + title", _artist_title, other_ids_only=True)
+                + _shared(table, "lyrics text", _lyrics_key, shown=_lyrics_label, other_ids_only=True))
     if problems and on_overlap == "error":
         listing = "\n".join(f"  - {p}" for p in problems)
         raise SplitOverlapError(
@@ -42,14 +49,45 @@ def _describe(by_split: dict[str, list[str]]) -> str:
     return ", ".join(f"{split} ({', '.join(sorted(set(by_split[split])))})" for split in order)
 
 
-def _shared(table: SongTable, what: str, key) -> list[str]:
+def _shared(table: SongTable, what: str, key, shown=repr, other_ids_only: bool = False) -> list[str]:
+    """One line per value of ``key`` found in more than one split.
+
+    ``other_ids_only``: skip groups that are one song id in several splits, which the song-id
+    check reports already (a second line for the same leak would only add noise)."""
     groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for song in table.songs:
         k = key(song)
         if k:
             groups[k][song.split].append(song.id)
-    return [f"{what} {k!r} is in {len(splits)} splits: {_describe(splits)}"
-            for k, splits in groups.items() if len(splits) > 1]
+    return [f"{what} {shown(k)} is in {len(splits)} splits: {_describe(splits)}"
+            for k, splits in groups.items()
+            if len(splits) > 1 and not (other_ids_only and len({i for ids in splits.values() for i in ids}) == 1)]
+
+
+def _normal(text: str | None) -> str:
+    """Case, accents' composition, punctuation and spacing do not make two songs different."""
+    if not text:
+        return ""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join("".join(c if c.isalnum() else " " for c in text).split())
+
+
+def _artist_title(song) -> str | None:
+    artist, title = _normal(song.meta.get("artist")), _normal(song.meta.get("title"))
+    # Both are needed: a title alone repeats across artists ("Home", "Stay") without a leak.
+    return f"{artist} - {title}" if artist and title else None
+
+
+def _lyrics_key(song) -> str | None:
+    text = _normal(song.lyrics)
+    # Very short texts ("instrumental", "la la la") repeat across unrelated songs.
+    if len(text.split()) < 20:
+        return None
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _lyrics_label(digest: str) -> str:
+    return f"(sha1 {digest[:12]} of the normalised text)"
 
 
 def _shared_audio(table: SongTable) -> list[str]:

@@ -35,7 +35,7 @@ from merx.data.merge import MergeReader, folder_name
 from merx.data.songs import QUADRANTS, SongTable
 
 #: Bump when the generated data changes, so that old caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: artist + title unique (the split check reads them)
 
 #: Sample rates an MP3 file can hold.
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -235,10 +235,18 @@ def plan(spec: SyntheticSpec) -> list[dict]:
             "n_samples": int(round(length * spec.sample_rate)), "major": bool(major),
         })
     _assign_splits(songs, rng)
+    seen: set[tuple[str, str]] = set()
     for song in songs:
         text_rng = np.random.default_rng([spec.seed, 1, song["index"]])
         song["lyrics"], song["title"] = make_lyrics(song["valence"], song["arousal"], text_rng)
         song["artist"] = _artist(text_rng)
+        # Two songs by one artist with one title would be read as the same song filed twice
+        # (merx.data.integrity's artist + title check): number the later ones like a sequel.
+        base, n = song["title"], 1
+        while (song["artist"], song["title"]) in seen:
+            n += 1
+            song["title"] = f"{base} {n}"
+        seen.add((song["artist"], song["title"]))
         song["allmusic_id"] = f"MT{text_rng.integers(10**9, 10**10):010d}"
         song["year"] = _messy_year(text_rng)
     return songs
