@@ -25,7 +25,9 @@ TEMPLATE_KINDS = {
     "text_towers": ("check_text_tower", "dim=16"),
 }
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# fullmatch, not match + "$": "$" also matches before a final newline, which let "nl\n" through
+# and wrote a file called "nl\n.py".
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 
@@ -44,7 +46,7 @@ def normalize_kind(kind: str) -> str:
 
 
 def _check_name(kind: str, name: str) -> None:
-    if not _NAME.match(name) or keyword.iskeyword(name):
+    if not _NAME.fullmatch(name) or keyword.iskeyword(name):
         raise ScaffoldError(f"plugin name {name!r} must be a python identifier in lower case "
                             "(letters, digits, underscores; a letter first), e.g. gated_sum")
     from merx.plugins import get_registry

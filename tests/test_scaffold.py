@@ -58,13 +58,16 @@ def test_written_files_are_light_to_import(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["fusion", "Bad-Name"], "python identifier"),
+    (["fusion", "nl\n"], "python identifier"),
+    (["fusion", "trailing_space "], "python identifier"),
     (["fusion", "concat"], "already exists (built-in)"),
     (["fusoin", "x"], "unknown plugin kind 'fusoin'"),
     (["data_source", "x"], "no template for data sources"),
 ])
-def test_mistakes_are_refused_with_a_clear_message(args, message):
+def test_mistakes_are_refused_with_a_clear_message(args, message, tmp_path):
     result = merx("plugin", "new", *args)
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "plugins").exists()  # nothing written, not even a folder
 
 
 def test_nothing_is_overwritten(tmp_path):
