@@ -127,3 +127,28 @@ class Interrupted(MerxError):
     """Ctrl-C or SIGTERM stopped the work; what was recorded says so in the message."""
 
     exit_code = 130
+
+
+class ContestedPlugin(PluginError):
+    """More than one plugin registers this kind and name; the user picks one by qualified name.
+
+    ``contenders`` is ``[(qualified_name, where), ...]``, e.g.
+    ``("lowrank-fusion:lmf", "lowrank-fusion 0.1.0")``, in load order."""
+
+    def __init__(self, kind: str, name: str, contenders: list[tuple[str, str]]):
+        self.kind, self.name, self.contenders = kind, name, contenders
+        from merx.hookspecs import KINDS
+
+        spec = KINDS.get(kind)
+        label = spec.label if spec else kind.replace("_", " ")
+        qualified = [q for q, _ in contenders]
+        if len(set(qualified)) < len(qualified):
+            # Two local files with the same stem, or a file named like a distribution: no
+            # qualified name tells them apart, so only renaming does.
+            hint = "two of them share the qualifier before ':'; rename a local plugin file or uninstall one"
+        else:
+            where = f"[{spec.table}] " if spec and spec.table else ""
+            hint = (f"pick one by its qualified name, e.g. {where}name = \"{qualified[0]}\"; "
+                    "or uninstall (or rename) the others")
+        who = ", ".join(f"{w} as {q!r}" for q, w in contenders)
+        super().__init__(f"{label} {name!r} is contested: registered by {who}", hint=hint)

@@ -3,7 +3,7 @@
     from merx.testing import check_fusion
 
     def test_my_fusion():
-        check_fusion(my_fusion, dim=32)  # a factory, or a registered name such as "film"
+        check_fusion(my_fusion, dim=32)  # a factory, or a registered name: "film", "merx-gmu:gmu"
 
 Each ``check_*`` builds the component as merx does (context values from merx, settings
 validated like an experiment file's), feeds it a tiny generated batch and raises
@@ -21,10 +21,10 @@ import importlib
 import importlib.util
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 from merx.hookspecs import KINDS
 
@@ -39,10 +39,11 @@ SAMPLE_LYRICS = [
     "because the summer lasts forever when you are here with me",
 ]
 
-# Small, all different, so a fusion that mixes up two sizes fails the shape checks.
-_FUSION_CONTEXT = {"audio_dim": 12, "text_dim": 20, "audio_seq_dim": 8, "text_seq_dim": 16}
-_AUDIO_CONTEXT = {"n_mels": 16, "n_frames": 32}
-_TEXT_CONTEXT = {"pretrained": True}
+# The kit's values for every context name of the kinds it checks (which names a kind has is
+# KINDS[kind].context). Small, and all different, so a component that mixes up two sizes fails
+# the shape checks.
+_CONTEXT_VALUES = {"audio_dim": 12, "text_dim": 20, "audio_seq_dim": 8, "text_seq_dim": 16,
+                   "n_mels": 16, "n_frames": 32, "pretrained": True}
 _BATCH = 3
 
 
@@ -82,16 +83,18 @@ class _OnePlugin:
 
 
 def _plugin(kind: str, target):
-    """A ``merx.plugins.Plugin`` for a registered name, a Plugin, or a bare factory."""
-    from merx.plugins import Plugin, UnknownPlugin, describe_factory, get_registry
+    """A ``merx.plugins.Plugin`` for a registered name (plain or qualified, ``"merx:concat"``),
+    a Plugin, or a bare factory."""
+    from merx.errors import PluginError
+    from merx.plugins import Plugin, describe_factory, get_registry
 
     if isinstance(target, Plugin):
         return target
     if isinstance(target, str):
         try:
             return get_registry().get(kind, target)
-        except UnknownPlugin as exc:
-            raise PluginCheckError(str(exc)) from None
+        except PluginError as exc:  # unknown, or contested: a qualified name picks one
+            raise PluginCheckError(f"{exc}; {exc.hint}" if exc.hint else str(exc)) from None
     if not callable(target):
         raise PluginCheckError(f"expected a factory (function or class), a registered name or a Plugin, "
                                f"got {type(target).__name__}")
@@ -100,16 +103,18 @@ def _plugin(kind: str, target):
     except (TypeError, ValueError) as exc:
         raise PluginCheckError(f"merx cannot use this factory's signature: {exc}") from None
     name = getattr(target, "__name__", type(target).__name__)
-    return Plugin(kind, name, target, "test", getattr(target, "__module__", "?"), None, KINDS[kind].hook, params, context)
+    return Plugin(kind, name, target, "test", getattr(target, "__module__", "?"), None, KINDS[kind].hook,
+                  params, context)
 
 
-def _build(kind: str, target, settings: dict, defaults: dict, report_attrs: tuple[str, ...]):
+def _build(kind: str, target, settings: dict, report_attrs: tuple[str, ...]):
     """Validate settings as an experiment file's, then build with merx's context values.
 
     Returns ``(plugin, builder, module, context, report)``; ``builder()`` makes a fresh instance."""
     from merx.config import ConfigError, _validate_plugin_table
 
     plugin = _plugin(kind, target)
+    defaults = {k: _CONTEXT_VALUES[k] for k in KINDS[kind].context}
     context = {**defaults, **{k: v for k, v in settings.items() if k in KINDS[kind].context}}
     user = {k: v for k, v in settings.items() if k not in KINDS[kind].context}
     try:
@@ -251,7 +256,7 @@ def _training_step(module, forward, params, name: str, report: CheckReport) -> N
             if p.grad is not None:
                 p -= 0.1 * p.grad
                 p.grad = None
-    changed = sum(not torch.equal(p, b) for p, b in zip(params, before))
+    changed = sum(not torch.equal(p, b) for p, b in zip(params, before, strict=True))
     if params and not changed:
         raise PluginCheckError(f"{name}: one training step changed none of its parameters")
     if idle:
@@ -295,7 +300,7 @@ def check_fusion(fusion, /, **settings) -> CheckReport:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        plugin, builder, module, ctx, report = _build("fusions", fusion, settings, _FUSION_CONTEXT, ("out_dim",))
+        plugin, builder, module, ctx, report = _build("fusions", fusion, settings, ("out_dim",))
         name = f"fusion {plugin.name!r}"
         out_dim = module.out_dim
 
@@ -385,8 +390,7 @@ def check_audio_tower(tower, /, **settings) -> CheckReport:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        plugin, builder, module, ctx, report = _build("audio_towers", tower, settings, _AUDIO_CONTEXT,
-                                                      ("out_dim", "seq_dim"))
+        plugin, builder, module, ctx, report = _build("audio_towers", tower, settings, ("out_dim", "seq_dim"))
         name = f"audio tower {plugin.name!r}"
         mel = torch.randn(_BATCH, 1, ctx["n_mels"], ctx["n_frames"])
 
@@ -452,8 +456,7 @@ def check_text_tower(tower, /, texts: list[str] | None = None, **settings) -> Ch
     texts = list(texts or SAMPLE_LYRICS)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        plugin, builder, module, ctx, report = _build("text_towers", tower, settings, _TEXT_CONTEXT,
-                                                      ("out_dim", "seq_dim"))
+        plugin, builder, module, ctx, report = _build("text_towers", tower, settings, ("out_dim", "seq_dim"))
         name = f"text tower {plugin.name!r}"
         frozen = getattr(module, "frozen", None)
         if not isinstance(frozen, bool):
@@ -564,9 +567,9 @@ def registered(plugin: ModuleType | str | Path) -> dict[str, dict[str, Callable]
     """What a plugin registers, ``{kind: {name: factory}}``, loaded as merx loads plugins.
 
     ``plugin`` is a module, a path to a ``.py`` file, or an importable module name. merx's
-    built-ins are loaded first, so a name a built-in already has is caught. Any warning merx
-    would print (bad hook name or signature, duplicate name, unusable factory signature, an
-    exception inside a hook) raises :class:`PluginCheckError`."""
+    built-ins are loaded first, so taking a built-in's name (which makes it contested) is caught.
+    Any warning merx would print (bad hook name or signature, contested name, unusable factory
+    signature, an exception inside a hook) raises :class:`PluginCheckError`."""
     from merx import plugins
 
     if isinstance(plugin, Path) or (isinstance(plugin, str) and plugin.endswith(".py")):
@@ -590,5 +593,5 @@ def registered(plugin: ModuleType | str | Path) -> dict[str, dict[str, Callable]
     problems = reg.warnings[builtin_warnings:]
     if problems:
         raise PluginCheckError("merx would warn about this plugin:\n" + "\n".join(f"- {p}" for p in problems))
-    return {kind: {name: p.factory for name, p in by_name.items() if p.source == source}
-            for kind, by_name in reg.plugins.items()}
+    return {kind: {name: p.factory for name, regs in by_name.items() for p in regs if p.source == source}
+            for kind, by_name in reg.registrations.items()}

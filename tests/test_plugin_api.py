@@ -14,8 +14,7 @@ from torch import nn
 
 from merx.api import TowerOutput
 from merx.cli import cli
-from merx.testing import (PluginCheckError, check_audio_tower, check_fusion, check_text_tower,
-                          registered)
+from merx.testing import PluginCheckError, check_audio_tower, check_fusion, check_text_tower, registered
 
 
 def write_plugin(folder, name, code):
@@ -284,7 +283,9 @@ def test_broken_plugins_warn_by_name_and_merx_keeps_working(tmp_path):
     result = cli_run("list-plugins", "--json", "--kind", "fusions")
     assert result.exit_code == 0 and "Traceback" not in result.stderr
     err = result.stderr
-    assert "b_second.py" in err and "'twin'" in err and "a_first.py" in err and "kept the first" in err
+    # Neither twin wins silently: the warning names both and the qualified names that pick one.
+    assert "b_second.py" in err and "'twin'" in err and "a_first.py" in err and "contested" in err
+    assert "'a_first:twin'" in err and "'b_second:twin'" in err
     assert "c_syntax.py" in err and "SyntaxError" in err
     assert "d_signature.py" in err and "reg" in err
     twin = next(r for r in json.loads(result.stdout)["fusions"] if r["name"] == "twin")

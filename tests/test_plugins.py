@@ -1,16 +1,20 @@
 """Plugin discovery through the real mechanisms: built-ins, ./plugins files, entry points."""
 
+import importlib
 import json
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import entry_points
 
 import pytest
 from click.testing import CliRunner
 
 from merx import plugins
 from merx.cli import cli
+from merx.errors import ContestedPlugin, MerxError, UnknownPlugin
 from merx.hookspecs import KINDS
+from merx.plugins import BrokenPlugin, provenance_label
 
 LOCAL_FUSION = '''
 from merx import hookimpl
@@ -184,3 +188,141 @@ def test_unknown_plugin_error_lists_available():
     with pytest.raises(plugins.UnknownPlugin) as info:
         reg.get("fusions", "nope")
     assert "concat" in str(info.value)
+
+
+# -- contested names, load order, broken plugins -----------------------------------------------------
+
+def fusion_plugin(name: str, doc: str) -> str:
+    return textwrap.dedent(f'''
+        from merx import hookimpl
+
+        @hookimpl
+        def register_fusions(register):
+            register({name!r}, make)
+
+        def make(audio_dim, text_dim):
+            """{doc}"""
+    ''')
+
+
+def install(site, dist: str, version: str, module: str, code: str):
+    """A real installed-distribution layout in ``site``: the module plus a dist-info with an entry point."""
+    (site / module).mkdir(parents=True)
+    (site / module / "__init__.py").write_text(code)
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[merx]\n{module} = {module}\n")
+    return site
+
+
+def load(monkeypatch, *sites) -> plugins.Registry:
+    """A fresh registry with ``sites`` first on sys.path, in that order; warnings collected, not shown."""
+    monkeypatch.setattr(sys, "path", [str(s) for s in sites] + [p for p in sys.path if p not in map(str, sites)])
+    importlib.invalidate_caches()
+    with pytest.warns(plugins.PluginWarning):
+        return plugins.get_registry(reload=True)
+
+
+@pytest.fixture
+def two_lmfs(tmp_path):
+    """Two distributions, each in its own site folder, registering the same fusion name."""
+    a = install(tmp_path / "site_a", "lowrank-fusion", "0.1.0", "lowrank_fusion_t", fusion_plugin("lmf", "Low rank."))
+    b = install(tmp_path / "site_b", "fusion-zoo", "2.0.0", "fusion_zoo_t", fusion_plugin("lmf", "From the zoo."))
+    return a, b
+
+
+def test_a_name_two_distributions_register_is_contested_and_picked_by_qualified_name(two_lmfs, monkeypatch):
+    reg = load(monkeypatch, *two_lmfs)
+    assert any("'lmf' is contested" in w and "'lowrank-fusion:lmf'" in w and "'fusion-zoo:lmf'" in w
+               for w in reg.warnings)
+    with pytest.raises(ContestedPlugin) as info:
+        reg.get("fusions", "lmf")
+    assert "lowrank-fusion 0.1.0" in str(info.value) and "fusion-zoo 2.0.0" in str(info.value)
+    assert 'name = "' in info.value.hint and info.value.exit_code == 2
+    assert reg.get("fusions", "lowrank-fusion:lmf").summary == "Low rank."
+    assert reg.get("fusions", "fusion-zoo:lmf").summary == "From the zoo."
+    assert reg.get("fusions", "Fusion_Zoo:lmf").source == "fusion-zoo"  # spelled as pip would accept it
+    assert reg.names("fusions").count("lmf") == 1
+    assert list(reg.contested("fusions")) == ["lmf"]
+    # Uncontested names take a qualified name too, built-ins under "merx".
+    assert reg.get("fusions", "merx:concat") is reg.get("fusions", "concat")
+    with pytest.raises(UnknownPlugin, match="available: fusion-zoo:lmf, lowrank-fusion:lmf"):
+        reg.get("fusions", "elsewhere:lmf")
+
+
+def test_an_experiment_naming_a_contested_plugin_is_refused_until_it_picks_one(two_lmfs, monkeypatch, tmp_path):
+    from merx.config import load as load_experiment
+
+    reg = load(monkeypatch, *two_lmfs)
+    (tmp_path / "exp.toml").write_text('[model.fusion]\nname = "lmf"\n')
+    # A user error (exit 2) whichever layer reports it, naming both contenders.
+    with pytest.raises(MerxError, match="contested") as info:
+        load_experiment(tmp_path / "exp.toml", registry=reg)
+    assert info.value.exit_code == 2 and "lowrank-fusion 0.1.0" in str(info.value) and "fusion-zoo" in str(info.value)
+    (tmp_path / "exp.toml").write_text('[model.fusion]\nname = "lowrank-fusion:lmf"\n')
+    cfg = load_experiment(tmp_path / "exp.toml", registry=reg)
+    assert cfg["model"]["fusion"]["name"] == "lowrank-fusion:lmf"
+
+
+def test_entry_points_load_by_distribution_name_whatever_the_sys_path_order(two_lmfs, monkeypatch):
+    def found_order():
+        return [ep.dist.metadata["Name"] for ep in entry_points(group="merx")
+                if ep.dist.metadata["Name"] in {"lowrank-fusion", "fusion-zoo"}]
+
+    forward = load(monkeypatch, *two_lmfs)
+    importlib_forward = found_order()
+    backward = load(monkeypatch, *reversed(two_lmfs))
+    assert found_order() == importlib_forward[::-1]  # importlib's order follows sys.path
+    for reg in (forward, backward):
+        assert [p.source for p in reg.registrations["fusions"]["lmf"]] == ["fusion-zoo", "lowrank-fusion"]
+        assert [n for n, _ in reg.pm.list_name_plugin() if n.startswith("distribution:")] == \
+            ["distribution:fusion-zoo", "distribution:lowrank-fusion"]
+        assert reg.plugins["fusions"]["lmf"].source == "fusion-zoo"
+
+
+def test_a_builtin_name_taken_by_a_local_file_is_contested_too(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "mine.py").write_text(fusion_plugin("concat", "My concat."))
+    with pytest.warns(plugins.PluginWarning, match="'concat' is contested"):
+        reg = plugins.get_registry()
+    with pytest.raises(ContestedPlugin, match="built-in.*local: .*mine.py"):
+        reg.get("fusions", "concat")
+    assert reg.get("fusions", "merx:concat").origin == "built-in"
+    assert reg.get("fusions", "mine:concat").summary == "My concat."
+    assert not reg.broken  # contested is not broken: both work when picked
+
+
+def test_plugins_that_fail_to_import_or_register_are_listed_as_broken(tmp_path, monkeypatch):
+    site = install(tmp_path / "site", "merx-broken", "0.3.0", "merx_broken_t", "raise RuntimeError('on purpose')\n")
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "syntax.py").write_text("def broken(:\n")
+    (tmp_path / "plugins" / "kwargs.py").write_text(textwrap.dedent('''
+        from merx import hookimpl
+        @hookimpl
+        def register_fusions(register):
+            register("anything", lambda **kw: None)
+    '''))
+    reg = load(monkeypatch, site)
+    assert BrokenPlugin("distribution", "merx-broken", "0.3.0", "RuntimeError: on purpose") in reg.broken
+    syntax = next(b for b in reg.broken if b.source.endswith("syntax.py"))
+    assert (syntax.origin, syntax.version) == ("local file", None) and "SyntaxError" in syntax.error
+    kwargs = next(b for b in reg.broken if b.source.endswith("kwargs.py"))
+    assert "'anything'" in kwargs.error and "**kwargs" in kwargs.error
+    assert len(reg.broken) == 3
+    assert reg.get("fusions", "concat").origin == "built-in"  # the rest of merx works
+
+
+def test_provenance_label_is_the_one_spelling_of_where_a_plugin_came_from(tmp_path):
+    assert provenance_label({"kind": "fusions", "name": "lmf", "origin": "distribution",
+                             "source": "lowrank-fusion", "version": "0.1.0"}) == "lmf (lowrank-fusion 0.1.0)"
+    assert provenance_label({"kind": "fusions", "name": "concat", "origin": "built-in",
+                             "source": "merx.builtin.fusions", "version": None}) == "concat (built-in)"
+    assert provenance_label({"kind": "fusions", "name": "film", "origin": "local file",
+                             "source": "/path/plugins/film.py", "version": None}) == \
+        "film (local: /path/plugins/film.py)"
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "sumfusion.py").write_text(LOCAL_FUSION)
+    reg = plugins.get_registry()
+    for plugin in (reg.get("fusions", "concat"), reg.get("fusions", "sum_fusion")):
+        assert provenance_label(plugin.provenance()) == f"{plugin.name} ({plugin.origin_label})"
