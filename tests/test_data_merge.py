@@ -1,6 +1,8 @@
 """The MERGE reader, on tiny folders written in MERGE's exact layout (real MP3s, real CSVs)."""
 
 import csv
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +217,30 @@ def test_factory_resolves_relative_root_and_validates_choices(tmp_path, monkeypa
         merge.build({"subset": "video"})
     with pytest.raises(ConfigError, match="40_30_30"):
         merge.build({"split": "80_10_10"})
+
+
+# -- bad input: each test writes the broken file the way it turns up on disk ---------------------
+
+def test_a_table_that_is_a_folder_is_one_line_naming_it(tmp_path):
+    # As root, chmod 000 does not stop a read; a folder in the CSV's place is an OSError for anyone.
+    root = write_merge_bimodal(tmp_path)
+    path = root / "merge_bimodal_complete_av_values.csv"
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(DataSourceError) as info:
+        MergeReader(root).load()
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot be read: Is a directory")
+    assert "\n" not in message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its permissions")
+def test_a_split_file_without_read_permission_is_one_line_naming_it(tmp_path):
+    root = write_merge_bimodal(tmp_path)
+    path = root / "tvt_dataframes" / "tvt_70_15_15" / "tvt_70_15_15_test_bimodal_complete.csv"
+    path.chmod(0)
+    try:
+        with pytest.raises(DataSourceError, match=f"^{re.escape(str(path))}: cannot be read: Permission denied"):
+            MergeReader(root).load()
+    finally:
+        path.chmod(0o644)

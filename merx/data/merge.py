@@ -261,7 +261,11 @@ def _read_csv(path: Path, need: tuple, want: tuple = (), one_of: tuple = (), hin
 
     Only named columns are kept so that messy ones (``Year``) are never looked at. Files written
     by Excel may carry a BOM or, rarely, another encoding than UTF-8."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # a folder in the file's place, no read permission, a bad disk
+        raise DataSourceError(f"{path}: cannot be read: {exc.strerror or exc}; check that it is a file this "
+                              f"user may read (re-extract it from the MERGE archive if not)") from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
