@@ -24,7 +24,6 @@ import pluggy
 hookspec = pluggy.HookspecMarker("merx")
 
 
-
 @dataclass(frozen=True)
 class Kind:
     """One kind of plugin: everything merx knows about it, stated once."""

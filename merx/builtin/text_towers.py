@@ -8,7 +8,8 @@ def register_text_towers(register):
     register("huggingface", huggingface)
 
 
-def huggingface(pretrained: bool = True, model: str = "minilm", freeze: bool = True, pooling: str = "cls", max_length: int = 512):
+def huggingface(pretrained: bool = True, model: str = "minilm", freeze: bool = True, pooling: str = "cls",
+                max_length: int = 512):
     """A transformers encoder (BERT-like): lyrics -> [CLS] or mean vector + token sequence.
 
     `model`: a model-hub name such as "bert-base-uncased" (the notebooks' model; downloaded once
