@@ -27,7 +27,8 @@ def test_defaults_are_filled_in(tmp_path):
 
 def test_extends_is_relative_to_the_file_and_later_values_win(tmp_path):
     (tmp_path / "base").mkdir()
-    write(tmp_path / "base" / "common.toml", '[train]\nepochs = 7\nbatch_size = 4\n[model.fusion]\nname = "cross_attention"\nheads = 2\n')
+    write(tmp_path / "base" / "common.toml",
+          '[train]\nepochs = 7\nbatch_size = 4\n[model.fusion]\nname = "cross_attention"\nheads = 2\n')
     (tmp_path / "exp").mkdir()
     f = write(tmp_path / "exp" / "child.toml", 'extends = "../base/common.toml"\n[train]\nepochs = 9\n')
     cfg = config.load(f)
@@ -143,3 +144,101 @@ def test_augmentation_lists_and_strategy_validate(tmp_path):
         config.load(f, ["augment.strategy=on_the_fy"])
     with pytest.raises(ConfigError, match="between 0 and 1"):
         config.load(f, ["augment.audio=[{name = 'time_mask', p = 2.0}]"])
+
+
+def test_set_errors_name_the_option_and_keep_the_plugin_error_as_cause(tmp_path):
+    from merx.errors import UnknownPlugin
+
+    f = write(tmp_path / "e.toml", "[train]\nepochs = 3\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(f, ["model.fusion.name=lmf"])
+    assert str(info.value).startswith("--set model.fusion.name=lmf: unknown fusion 'lmf'; available: ")
+    assert str(f) not in str(info.value) and info.value.key == "model.fusion.name"
+    assert isinstance(info.value.__cause__, UnknownPlugin) and info.value.__cause__.name == "lmf"
+    # A key inside a table the option gave is named after the option.
+    with pytest.raises(ConfigError, match=r"^--set augment.audio=\[.*\]: augment.audio\[0\].p: probability"):
+        config.load(f, ["augment.audio=[{name = 'time_mask', p = 2.0}]"])
+    with pytest.raises(ConfigError, match=r"^--set train.epocs=4: unknown key 'epocs' \(did you mean 'epochs'"):
+        config.load(f, ["train.epocs=4"])
+    # The file's own mistakes still name the file, whatever else --set gave.
+    bad = write(tmp_path / "bad.toml", "[model.fusion]\nname = 'lmf'\n")
+    with pytest.raises(ConfigError, match=f"^{bad}: model.fusion.name: unknown fusion 'lmf'") as info:
+        config.load(bad, ["train.epochs=2"])
+    assert isinstance(info.value.__cause__, UnknownPlugin)
+    # A later file value for the key (origin=None, as a sweep's cells) is the file's again.
+    raw = config.apply_sets(config.apply_sets(config.load_file(f), ["model.fusion.name=lmf"]),
+                            ["model.fusion.name=nope"], origin=None)
+    with pytest.raises(ConfigError, match=f"^{f}: model.fusion.name: unknown fusion 'nope'"):
+        config.resolve(raw, str(f))
+
+
+def test_cli_set_error_blames_the_option(tmp_path):
+    f = write(tmp_path / "e.toml", "")
+    result = CliRunner().invoke(cli, ["config", str(f), "--set", "model.fusion.name=lmf"])
+    assert result.exit_code == 2
+    assert "--set model.fusion.name=lmf: unknown fusion 'lmf'; available: " in result.stderr
+    assert str(f) not in result.stderr
+
+
+def test_any_plugin_error_from_the_registry_is_a_config_error_naming_the_key(tmp_path):
+    from merx.errors import PluginError
+    from merx.plugins import get_registry
+
+    class Contested:
+        """A registry where every fusion name is claimed twice (as qualified names allow)."""
+
+        def __init__(self, real):
+            self.real = real
+
+        def get(self, kind, name):
+            if kind == "fusions":
+                raise PluginError(f"fusion {name!r} is contested", hint="pick one by its qualified name")
+            return self.real.get(kind, name)
+
+        def names(self, kind):
+            return self.real.names(kind)
+
+    f = write(tmp_path / "e.toml", "")
+    with pytest.raises(ConfigError) as info:
+        config.load(f, registry=Contested(get_registry()))
+    assert info.value.key == "model.fusion.name" and "contested" in str(info.value)
+    assert info.value.hint == "pick one by its qualified name" and isinstance(info.value.__cause__, PluginError)
+    with pytest.raises(ConfigError, match=r"^--set model.fusion.name=gmu: fusion 'gmu' is contested"):
+        config.load(f, ["model.fusion.name=gmu"], registry=Contested(get_registry()))
+
+
+@pytest.mark.parametrize("value", [3, 2.5, 1e-5, float("inf"), True, "a \"quoted\"\nline", [32, 16], [],
+                                   [[1, 2], ["x"]], {"min_cutoff_freq": 2000.0, "nested": {"a": [1, {"b": 2}]}},
+                                   {"two words": 1}, {}])
+def test_toml_value_reads_back_as_the_same_value(value):
+    import tomllib
+
+    text = config.toml_value(value)
+    assert "\n" not in text and tomllib.loads(f"v = {text}")["v"] == value
+    assert config.parse_set(f"k={text}") == ("k", value)
+
+
+def test_toml_value_refuses_what_toml_cannot_hold():
+    with pytest.raises(ConfigError, match="no null"):
+        config.toml_value(None)
+    with pytest.raises(ConfigError, match="cannot use"):
+        config.toml_value(object())
+
+
+def test_resolved_toml_leaves_unset_settings_out_and_reloads(tmp_path):
+    from merx.plugins import get_registry
+
+    (tmp_path / "plugins").mkdir()
+    write(tmp_path / "plugins" / "maybe.py",
+          "from merx import hookimpl\n@hookimpl\ndef register_fusions(register):\n    register('maybe', maybe)\n"
+          "def maybe(audio_dim, text_dim, scale: float | None = None, tags: dict | None = None):\n"
+          "    'Settings that default to None.'\n")
+    get_registry(reload=True)
+    f = write(tmp_path / "e.toml", '[model.fusion]\nname = "maybe"\ntags = { a = 1 }\n'
+                                   '[[augment.audio]]\nname = "audiomentations"\ntransform = "Gain"\n'
+                                   'params = { min_gain_db = -6.0 }\n')
+    cfg = config.load(f)
+    assert cfg["model"]["fusion"]["scale"] is None
+    text = config.to_toml(cfg)
+    assert "scale" not in text  # TOML has no null: left out, and loading fills the default again
+    assert config.load(write(tmp_path / "again.toml", text)) == cfg
