@@ -249,7 +249,8 @@ class Registry:
             return refuse("is not callable")
         taken = self.registrations[kind].get(name, [])
         if any((p.origin, p.source) == (origin, source) for p in taken):
-            return refuse("is registered twice by the same plugin; the second is")
+            # A qualified name could not tell the two apart, so this is the plugin's bug, not a contest.
+            return refuse("is registered a second time by the same plugin")
         try:
             params, context = describe_factory(kind, factory)
         except (TypeError, ValueError) as exc:
