@@ -244,3 +244,43 @@ def test_a_split_file_without_read_permission_is_one_line_naming_it(tmp_path):
             MergeReader(root).load()
     finally:
         path.chmod(0o644)
+
+
+def test_rows_with_fewer_fields_than_the_header_are_failures_naming_the_line(tmp_path):
+    root = write_merge_bimodal(tmp_path)
+    av = root / "merge_bimodal_complete_av_values.csv"
+    lines = av.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[2] = "A002,L001,0.83\r\n"  # the Valence field is gone
+    av.write_text("".join(lines), encoding="utf-8", newline="")
+    meta = root / "merge_bimodal_complete_metadata.csv"
+    lines = meta.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[5] = "A005,L003,Q1\r\n"  # stops after the quadrant: today the song loads without artist or title
+    meta.write_text("".join(lines), encoding="utf-8", newline="")
+    train = root / "tvt_dataframes" / "tvt_70_15_15" / "tvt_70_15_15_train_bimodal_complete.csv"
+    write_csv(train, ["Song", "Quadrant"], [["A001", "Q1"], ["A002", "Q2"], ["A003"]])
+
+    table = MergeReader(root).load()
+
+    assert sorted(s.id for s in table.songs) == ["A001", "A006", "A061-66"]
+    reasons = {f.song_id: f for f in table.failures}
+    assert set(reasons) == {"A002", "A003", "A005"}
+    assert reasons["A002"].reason == f"line 3 of {av.name} has 3 of 4 fields"
+    assert reasons["A002"].path == str(av)
+    assert reasons["A005"].reason == f"line 6 of {meta.name} has 3 of 12 fields"
+    assert reasons["A003"].reason == f"line 4 of {train.name} has 1 of 2 fields"  # and not "in no split file"
+
+
+def test_a_table_cut_off_in_its_last_line_is_refused_naming_the_file(tmp_path):
+    root = write_merge_bimodal(tmp_path)
+    av = root / "merge_bimodal_complete_av_values.csv"
+    whole = av.read_bytes()
+    assert whole.endswith(b"A006,L005,0.12,0.35\r\n")
+    av.write_bytes(whole[:-8])  # a write that stopped inside the last row: "A006,L005,0.1"
+    with pytest.raises(DataSourceError) as info:
+        MergeReader(root).load()
+    message = str(info.value)
+    assert message.startswith(f"{av}: looks truncated: its last line (line 7) has 3 of 4 fields and no line end")
+    assert "\n" not in message
+
+    av.write_bytes(whole[:-2])  # no final line end, but every field: a file written that way, not a cut
+    assert MergeReader(root).load().failures == []

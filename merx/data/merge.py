@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from merx.data.songs import QUADRANTS, SPLITS, Failure, Song, SongTable
@@ -130,25 +131,26 @@ class MergeReader:
         id_cols = ("Audio_Song", "Lyric_Song") if self.subset == "bimodal" else ("Song",)
         key = id_cols[0]
         hint = f" (data.source.subset is {self.subset!r}: does it match this folder?)"
-        meta_rows = _read_csv(self._table_file(root, "metadata"), need=(*id_cols, "Quadrant"),
-                              want=("AllMusic Id", "Artist", "Title"), hint=hint)
-        av_rows = _read_csv(self._table_file(root, "av_values"), need=(*id_cols, "Arousal", "Valence"),
-                            hint=hint)
-        meta = _index(meta_rows, key)
-        av = _index(av_rows, key)
+        meta, meta_failures = _index(_read_csv(self._table_file(root, "metadata"), need=(*id_cols, "Quadrant"),
+                                               want=("AllMusic Id", "Artist", "Title"), hint=hint, ids=(key,)), key)
+        av, av_failures = _index(_read_csv(self._table_file(root, "av_values"), need=(*id_cols, "Arousal", "Valence"),
+                                           hint=hint, ids=(key,)), key)
 
         songs: list[Song] = []
-        failures: list[Failure] = []
+        failures: list[Failure] = [*meta_failures, *av_failures]
+        rejected = {f.song_id for f in failures}  # songs whose table rows cannot be used
         listed: set[str] = set()
         for part in SPLITS:
-            path = self._split_file(root, part)
-            rows = _read_csv(path, need=("Quadrant",), want=("Song", "Audio_Song"),
-                             one_of=("Song", "Audio_Song"))
+            split = _read_csv(self._split_file(root, part), need=("Quadrant",), want=("Song", "Audio_Song"),
+                              one_of=("Song", "Audio_Song"), ids=("Song", "Audio_Song"))
+            path = split.path
+            failures.extend(split.short)
+            listed.update(f.song_id for f in split.short)  # listed, if badly: not "in no split file" too
             seen_here: set[str] = set()
-            for row in rows:
+            for line, row in split.rows:
                 sid = (row.get("Song") or row.get("Audio_Song") or "").strip()
                 if not sid:
-                    failures.append(Failure("", "data", f"a row of {path.name} has no song id", str(path)))
+                    failures.append(Failure("", "data", f"line {line} of {path.name} has no song id", str(path)))
                     continue
                 if sid in seen_here:
                     failures.append(Failure(sid, "data", f"listed more than once in {path.name}; kept once",
@@ -156,6 +158,8 @@ class MergeReader:
                     continue
                 seen_here.add(sid)
                 listed.add(sid)
+                if sid in rejected:
+                    continue  # its table row's failure is on record already
                 song, problems = self._song(root, sid, part, row["Quadrant"].strip(), meta, av, path)
                 if problems:
                     failures.extend(problems)
@@ -171,11 +175,11 @@ class MergeReader:
 
     def _song(self, root: Path, sid: str, part: str, split_quadrant: str, meta: dict, av: dict,
               split_path: Path) -> tuple[Song | None, list[Failure]]:
-        m, v = meta.get(sid), av.get(sid)
-        missing = [name for name, table in (("metadata", m), ("av_values", v)) if table is None]
+        missing = [name for name, table in (("metadata", meta), ("av_values", av)) if sid not in table]
         if missing:
             return None, [Failure(sid, "data", f"listed in {split_path.name} but absent from the "
                                   f"{' and '.join(missing)} table", str(split_path))]
+        (_, m), (_, v) = meta[sid], av[sid]
         quadrant = m["Quadrant"].strip()
         if quadrant not in QUADRANTS:
             return None, [Failure(sid, "data", f"metadata quadrant {quadrant!r} is not one of Q1..Q4")]
@@ -253,14 +257,31 @@ def _not_found(what: str, path: Path, folder: Path) -> str:
     return f"{what} file not found{hint}"
 
 
-def _read_csv(path: Path, need: tuple, want: tuple = (), one_of: tuple = (), hint: str = "") -> list[dict]:
-    """Rows of a CSV as dicts of strings, keeping only the columns asked for.
+@dataclass
+class _Csv:
+    """A CSV's usable rows, each with the line it starts on, and the rows that lack fields."""
+
+    path: Path
+    rows: list[tuple[int, dict]]
+    short: list[Failure]
+
+
+def _read_csv(path: Path, need: tuple, want: tuple = (), one_of: tuple = (), hint: str = "",
+              ids: tuple = ()) -> _Csv:
+    """The rows of a CSV as dicts of strings, keeping only the columns asked for.
 
     ``need``: columns that must be there; ``want``: kept when present; ``one_of``: at least one
-    of these must be there.
+    of these must be there; ``ids``: the columns that name the song, for the failure of a row that
+    has fewer fields than the header.
 
     Only named columns are kept so that messy ones (``Year``) are never looked at. Files written
-    by Excel may carry a BOM or, rarely, another encoding than UTF-8."""
+    by Excel may carry a BOM or, rarely, another encoding than UTF-8.
+
+    A write cut short leaves a last line without a line end. When that line also has fewer fields
+    than the header, the cut is certain and the whole file is refused: the rows that should follow
+    are unknown, and even the last row's song id may be cut. A cut inside the last field cannot be
+    told from a shorter value ("0.4" of "0.45") by any reader; only values that no longer parse show
+    it, and those fail as values. A cut right after a line end leaves nothing to see at all."""
     try:
         raw = path.read_bytes()
     except OSError as exc:  # a folder in the file's place, no read permission, a bad disk
@@ -270,8 +291,9 @@ def _read_csv(path: Path, need: tuple, want: tuple = (), one_of: tuple = (), hin
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = raw.decode("cp1252", errors="replace")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = {(h or "").strip(): h for h in (reader.fieldnames or [])}
+    reader = csv.reader(io.StringIO(text, newline=""))
+    names = next(reader, [])
+    header = {name.strip(): i for i, name in enumerate(names)}
     absent = [c for c in need if c not in header]
     if one_of and not any(c in header for c in one_of):
         absent.append(" or ".join(one_of))
@@ -279,8 +301,30 @@ def _read_csv(path: Path, need: tuple, want: tuple = (), one_of: tuple = (), hin
         raise DataSourceError(f"{path}: missing column(s) {', '.join(absent)}; "
                               f"it has {', '.join(header) or 'no header'}{hint}")
     cols = [c for c in (*need, *want) if c in header]
-    return [{c: (row.get(header[c]) or "") for c in cols} for row in reader]
+    records, end = [], reader.line_num
+    for fields in reader:
+        line, end = end + 1, reader.line_num  # a quoted field may span lines: name the first
+        if len(fields) > 1 or "".join(fields).strip():  # not a blank line
+            records.append((line, fields))
+    table = _Csv(path, [], [])
+    for line, fields in records:
+        if len(fields) >= len(names):
+            table.rows.append((line, {c: fields[header[c]] for c in cols}))
+            continue
+        what = f"has {len(fields)} of {len(names)} fields"
+        if line == records[-1][0] and not raw.endswith((b"\n", b"\r")):
+            raise DataSourceError(f"{path}: looks truncated: its last line (line {line}) {what} and no line "
+                                  f"end, as a write cut short leaves it; re-extract the file from the MERGE "
+                                  f"archive ({ZENODO_URL})")
+        sid = next((fields[header[c]].strip() for c in ids if c in header and header[c] < len(fields)), "")
+        table.short.append(Failure(sid, "data", f"line {line} of {path.name} {what}", str(path)))
+    return table
 
 
-def _index(rows: list[dict], key: str) -> dict[str, dict]:
-    return {row[key].strip(): row for row in rows if row[key].strip()}
+def _index(table: _Csv, key: str) -> tuple[dict[str, tuple[int, dict]], list[Failure]]:
+    """The rows by song id, and the failures of songs whose rows cannot be used."""
+    index = {row[key].strip(): (line, row) for line, row in table.rows if row[key].strip()}
+    bad = list(table.short)
+    for f in bad:
+        index.pop(f.song_id, None)
+    return index, bad
