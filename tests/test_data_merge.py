@@ -284,3 +284,29 @@ def test_a_table_cut_off_in_its_last_line_is_refused_naming_the_file(tmp_path):
 
     av.write_bytes(whole[:-2])  # no final line end, but every field: a file written that way, not a cut
     assert MergeReader(root).load().failures == []
+
+
+def test_a_song_twice_in_a_table_with_different_values_is_a_failure_naming_both(tmp_path):
+    root = write_merge_bimodal(tmp_path)
+    av = root / "merge_bimodal_complete_av_values.csv"
+    with open(av, "a", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["A002", "L001", "0.5", "0.22"],     # line 8: another arousal for A002
+                                  ["A001", "L004", "0.77", "0.81"]])   # line 9: A001's row once more, the same
+    meta = root / "merge_bimodal_complete_metadata.csv"
+    rows = list(csv.reader(meta.open(encoding="utf-8", newline="")))
+    again = list(rows[5])  # A005
+    again[5:7] = ["Someone Else", "Other Title"]
+    with open(meta, "a", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerow(again)
+
+    table = MergeReader(root).load()
+
+    assert sorted(s.id for s in table.songs) == ["A001", "A003", "A006", "A061-66"]  # today the last row wins
+    reasons = {f.song_id: f for f in table.failures}
+    assert set(reasons) == {"A002", "A005"}
+    assert reasons["A002"].reason == (f"{av.name} has 2 rows for A002 that disagree: "
+                                      "line 3 has Arousal '0.83'; line 8 has Arousal '0.5'")
+    assert reasons["A002"].path == str(av)
+    assert reasons["A005"].reason == (f"{meta.name} has 2 rows for A005 that disagree: "
+                                      "line 6 has Artist 'Artist 4', Title 'Title 4'; "
+                                      "line 8 has Artist 'Someone Else', Title 'Other Title'")

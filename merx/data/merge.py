@@ -323,8 +323,25 @@ def _read_csv(path: Path, need: tuple, want: tuple = (), one_of: tuple = (), hin
 
 def _index(table: _Csv, key: str) -> tuple[dict[str, tuple[int, dict]], list[Failure]]:
     """The rows by song id, and the failures of songs whose rows cannot be used."""
-    index = {row[key].strip(): (line, row) for line, row in table.rows if row[key].strip()}
-    bad = list(table.short)
-    for f in bad:
+    found: dict[str, list[tuple[int, dict]]] = {}
+    for line, row in table.rows:
+        if row[key].strip():
+            found.setdefault(row[key].strip(), []).append((line, row))
+    index, bad = {}, list(table.short)
+    for sid, rows in found.items():
+        differ = [c for c in rows[0][1] if len({row[c].strip() for _, row in rows}) > 1]
+        if not differ:
+            # Identical rows give one reading of the song: nothing is guessed by keeping one,
+            # and a Failure would mark as unusable a song that is fine.
+            index[sid] = rows[0]
+            continue
+        readings: dict[tuple, int] = {}  # the first line of each distinct reading
+        for line, row in rows:
+            readings.setdefault(tuple(row[c].strip() for c in differ), line)
+        said = "; ".join(f"line {line} has " + ", ".join(f"{c} {v!r}" for c, v in zip(differ, values, strict=True))
+                         for values, line in readings.items())
+        bad.append(Failure(sid, "data", f"{table.path.name} has {len(rows)} rows for {sid} that disagree: "
+                           f"{said}", str(table.path)))
+    for f in table.short:
         index.pop(f.song_id, None)
     return index, bad
