@@ -310,3 +310,29 @@ def test_a_song_twice_in_a_table_with_different_values_is_a_failure_naming_both(
     assert reasons["A005"].reason == (f"{meta.name} has 2 rows for A005 that disagree: "
                                       "line 6 has Artist 'Artist 4', Title 'Title 4'; "
                                       "line 8 has Artist 'Someone Else', Title 'Other Title'")
+
+
+def test_valence_and_arousal_that_are_not_numbers_in_0_1_are_failures_naming_the_value(tmp_path):
+    root = write_merge_bimodal(tmp_path)
+    av = root / "merge_bimodal_complete_av_values.csv"
+    # Arousal, Valence per song; A006's row is cut right after its last comma, with no line end.
+    write_csv(av, ["Audio_Song", "Lyric_Song", "Arousal", "Valence"],
+              [["A001", "L004", "high", "0.81"], ["A002", "L001", "0.83", "1.5"], ["A003", "L006", "-0.1", "0.15"],
+               ["A061-66", "L002", "0.30", "nan"], ["A005", "L003", "inf", " 2 "]])
+    with open(av, "ab") as fh:
+        fh.write(b"A006,L005,0.12,")
+
+    table = MergeReader(root).load()
+
+    assert table.songs == []
+    reasons = {f.song_id: f.reason for f in table.failures}
+    assert reasons == {
+        "A001": f"arousal 'high' is not a number (line 2 of {av.name})",
+        "A002": f"valence '1.5' is outside [0, 1] (line 3 of {av.name})",
+        "A003": f"arousal '-0.1' is outside [0, 1] (line 4 of {av.name})",
+        "A061-66": f"valence 'nan' is not a number (line 5 of {av.name})",
+        "A005": f"arousal 'inf' is outside [0, 1]; valence ' 2 ' is outside [0, 1] (line 6 of {av.name})",
+        "A006": f"valence '' is not a number (line 7 of {av.name}; the file's last line, and it has no line end: "
+                "was the file cut short there?)",
+    }
+    assert {f.path for f in table.failures} == {str(av)}

@@ -133,8 +133,9 @@ class MergeReader:
         hint = f" (data.source.subset is {self.subset!r}: does it match this folder?)"
         meta, meta_failures = _index(_read_csv(self._table_file(root, "metadata"), need=(*id_cols, "Quadrant"),
                                                want=("AllMusic Id", "Artist", "Title"), hint=hint, ids=(key,)), key)
-        av, av_failures = _index(_read_csv(self._table_file(root, "av_values"), need=(*id_cols, "Arousal", "Valence"),
-                                           hint=hint, ids=(key,)), key)
+        av_csv = _read_csv(self._table_file(root, "av_values"), need=(*id_cols, "Arousal", "Valence"), hint=hint,
+                           ids=(key,))
+        av, av_failures = _index(av_csv, key)
 
         songs: list[Song] = []
         failures: list[Failure] = [*meta_failures, *av_failures]
@@ -160,7 +161,7 @@ class MergeReader:
                 listed.add(sid)
                 if sid in rejected:
                     continue  # its table row's failure is on record already
-                song, problems = self._song(root, sid, part, row["Quadrant"].strip(), meta, av, path)
+                song, problems = self._song(root, sid, part, row["Quadrant"].strip(), meta, av, av_csv, path)
                 if problems:
                     failures.extend(problems)
                 else:
@@ -173,26 +174,35 @@ class MergeReader:
         source = f"MERGE {self.subset} {self.variant}, tvt_{self.split}: {root.absolute()}"
         return SongTable(songs=songs, failures=failures, source=source)
 
-    def _song(self, root: Path, sid: str, part: str, split_quadrant: str, meta: dict, av: dict,
+    def _song(self, root: Path, sid: str, part: str, split_quadrant: str, meta: dict, av: dict, av_csv: _Csv,
               split_path: Path) -> tuple[Song | None, list[Failure]]:
         missing = [name for name, table in (("metadata", meta), ("av_values", av)) if sid not in table]
         if missing:
             return None, [Failure(sid, "data", f"listed in {split_path.name} but absent from the "
                                   f"{' and '.join(missing)} table", str(split_path))]
-        (_, m), (_, v) = meta[sid], av[sid]
+        (_, m), (av_line, v) = meta[sid], av[sid]
         quadrant = m["Quadrant"].strip()
         if quadrant not in QUADRANTS:
             return None, [Failure(sid, "data", f"metadata quadrant {quadrant!r} is not one of Q1..Q4")]
         if split_quadrant != quadrant:
             return None, [Failure(sid, "data", f"quadrant {split_quadrant!r} in {split_path.name} disagrees "
                                   f"with {quadrant!r} in the metadata", str(split_path))]
-        try:
-            valence, arousal = float(v["Valence"]), float(v["Arousal"])
-        except ValueError:
-            valence = arousal = float("nan")
-        if not (0.0 <= valence <= 1.0 and 0.0 <= arousal <= 1.0):  # also false for NaN
-            return None, [Failure(sid, "data", f"valence/arousal {v['Valence']!r}/{v['Arousal']!r} "
-                                  "are not numbers in [0, 1]")]
+        labels, wrong = {}, []
+        for name in ("Arousal", "Valence"):
+            try:
+                labels[name] = float(v[name])
+            except ValueError:
+                labels[name] = float("nan")
+            if labels[name] != labels[name]:  # NaN, written as "nan" or not parsed at all
+                wrong.append(f"{name.lower()} {v[name]!r} is not a number")
+            elif not 0.0 <= labels[name] <= 1.0:
+                wrong.append(f"{name.lower()} {v[name]!r} is outside [0, 1]")
+        if wrong:
+            where = f"line {av_line} of {av_csv.path.name}"
+            if av_line == av_csv.open_end:  # a cut that spoils the number is the only cut a value shows
+                where += "; the file's last line, and it has no line end: was the file cut short there?"
+            return None, [Failure(sid, "data", f"{'; '.join(wrong)} ({where})", str(av_csv.path))]
+        valence, arousal = labels["Valence"], labels["Arousal"]
 
         if self.subset == "bimodal":
             audio_id, lyric_id = sid, m["Lyric_Song"].strip()
@@ -264,6 +274,7 @@ class _Csv:
     path: Path
     rows: list[tuple[int, dict]]
     short: list[Failure]
+    open_end: int | None = None  # the last row's line when the file does not end with a line end
 
 
 def _read_csv(path: Path, need: tuple, want: tuple = (), one_of: tuple = (), hint: str = "",
@@ -307,12 +318,14 @@ def _read_csv(path: Path, need: tuple, want: tuple = (), one_of: tuple = (), hin
         if len(fields) > 1 or "".join(fields).strip():  # not a blank line
             records.append((line, fields))
     table = _Csv(path, [], [])
+    if records and not raw.endswith((b"\n", b"\r")):
+        table.open_end = records[-1][0]
     for line, fields in records:
         if len(fields) >= len(names):
             table.rows.append((line, {c: fields[header[c]] for c in cols}))
             continue
         what = f"has {len(fields)} of {len(names)} fields"
-        if line == records[-1][0] and not raw.endswith((b"\n", b"\r")):
+        if line == table.open_end:
             raise DataSourceError(f"{path}: looks truncated: its last line (line {line}) {what} and no line "
                                   f"end, as a write cut short leaves it; re-extract the file from the MERGE "
                                   f"archive ({ZENODO_URL})")
