@@ -15,8 +15,8 @@ schema with ``schema.py`` catches a forgotten step).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 
 import sqlalchemy as sa
 

@@ -18,9 +18,10 @@ import math
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -239,12 +240,6 @@ class RunStore:
         """Release the database connections."""
         self.engine.dispose()
 
-    def __enter__(self) -> RunStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # -- internals ----------------------------------------------------------------------------
 
     def _not_found(self, conn: sa.Connection, run_id: int) -> RunNotFound:
@@ -347,11 +342,6 @@ class RunStore:
                           "reason": str(row["reason"]), "path": None if row.get("path") is None else str(row["path"])})
         self._insert(t.failures, run_id, clean, "could not record its failures")
 
-    def add_artifact(self, run_id: int, kind: str, path: str | os.PathLike) -> None:
-        """Record a file the run wrote (``checkpoint``, ``plot``, ...)."""
-        self._insert(t.artifacts, run_id, [{"run_id": run_id, "kind": kind, "path": os.fspath(path)}],
-                     "could not record the artifact")
-
     def update_run(self, run_id: int, **fields: Any) -> None:
         """Set columns of a run, e.g. ``note="lr too high"``, ``best_epoch=7``. ``config``,
         ``versions`` and ``tags`` take the decoded values."""
@@ -386,13 +376,6 @@ class RunStore:
                         "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path)}
             values.update({k: v for k, v in optional.items() if v is not None})
             conn.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(**values))
-
-    def delete_run(self, run_id: int | str) -> None:
-        """Remove a run and everything recorded with it. Its id is not reused."""
-        run_id = parse_run_id(run_id)
-        with self.engine.begin() as conn:
-            self._require(conn, run_id)
-            conn.execute(sa.delete(t.runs).where(t.runs.c.id == run_id))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -451,6 +434,15 @@ class RunStore:
              .where(t.runs.c.group_hash.startswith(prefix, autoescape=True)).order_by(t.runs.c.group_hash))
         with self._reader.begin() as conn:
             return list(conn.execute(q).scalars())
+
+    def plugin_uses(self, kind: str, name: str) -> list[dict]:
+        """Every run that used the ``kind`` plugin ``name`` (``"fusions"``, ``"lmf"``), oldest
+        first: dicts with run_id, origin, source and version, as ``add_plugins`` recorded them."""
+        p = t.run_plugins.c
+        q = (sa.select(p.run_id, p.origin, p.source, p.version)
+             .where(p.kind == kind, p.name == name).order_by(p.run_id))
+        with self._reader.begin() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
 
     def tag_run(self, run_id: int | str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[str]:
         """Add and remove tags of a run (one transaction: no concurrent tag is lost); returns its tags."""
