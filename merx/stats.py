@@ -12,19 +12,33 @@ Three questions, three tools (scipy does the arithmetic):
   (:func:`summarize`), and a **paired t-test across seeds** run with the same seeds
   (:func:`seed_test`; Welch's t-test when the seeds differ).
 
-:func:`plain_p` turns a p-value into a sentence.
+Many tests at once inflate the chance that one of them looks significant by luck: :func:`holm`
+adjusts a family of p-values (Holm's step-down). A p-value is None, never 0, when the data
+cannot give one (no spread at all); :func:`plain_p` turns a p-value into a sentence.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 #: Below this many discordant songs McNemar's chi-squared approximation is poor: use the exact test.
 MCNEMAR_EXACT_BELOW = 25
+
+#: Fewest seed pairs (or seeds per group, unpaired) whose t-test may be called significant. With
+#: two, the t-test has one degree of freedom: its validity rests wholly on the differences being
+#: normal, which two numbers cannot show, and a "significant" p mostly means that two seeds
+#: happened to agree. The p-value is still reported.
+MIN_SEED_PAIRS = 3
+
+
+def _no_spread(x: np.ndarray) -> bool:
+    """All values equal up to float noise: 0.3 - 0.2 and 0.2 - 0.1 differ in the last bit, and a
+    t-test or bootstrap p-value on such a difference would be a confident 0 made of rounding."""
+    return bool(np.ptp(x) <= 1e-12 * max(1.0, float(np.max(np.abs(x)))))
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -80,7 +94,9 @@ def summarize(values: Sequence[float | None], confidence: float = 0.95) -> Summa
 
 @dataclass
 class BootstrapResult:
-    """``estimate`` = metric(b) - metric(a) on all songs; ``low``/``high`` its percentile interval."""
+    """``estimate`` = metric(b) - metric(a) on all songs; ``low``/``high`` its percentile interval;
+    ``p_value`` the two-sided p of "no difference" read off the same resamples (None, with
+    ``p_undefined`` saying why, when the resamples cannot give one)."""
 
     estimate: float | None
     low: float | None
@@ -88,6 +104,8 @@ class BootstrapResult:
     confidence: float
     n_songs: int
     n_resamples: int
+    p_value: float | None = None
+    p_undefined: str | None = None
 
     @property
     def excludes_zero(self) -> bool:
@@ -126,7 +144,8 @@ def paired_bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], truth, p
 
     estimate = _none_if_nan(difference(np.arange(n)))
     if n < 2:
-        return BootstrapResult(estimate, None, None, confidence, n, 0)
+        return BootstrapResult(estimate, None, None, confidence, n, 0,
+                               p_undefined=f"{n} song: nothing to resample")
     import warnings
 
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
@@ -139,10 +158,38 @@ def paired_bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], truth, p
     dist = np.asarray(res.bootstrap_distribution, dtype=float)
     dist = dist[np.isfinite(dist)]
     if len(dist) < 0.5 * n_resamples:
-        return BootstrapResult(estimate, None, None, confidence, n, n_resamples)
+        return BootstrapResult(estimate, None, None, confidence, n, n_resamples,
+                               p_undefined="the metric is undefined on most resamples of these songs")
     alpha = (1 - confidence) / 2
     low, high = np.percentile(dist, [100 * alpha, 100 * (1 - alpha)])
-    return BootstrapResult(estimate, float(low), float(high), confidence, n, n_resamples)
+    p, why = bootstrap_p(dist)
+    return BootstrapResult(estimate, float(low), float(high), confidence, n, n_resamples, p, why)
+
+
+def bootstrap_p(dist: np.ndarray) -> tuple[float | None, str | None]:
+    """Two-sided p-value of "no difference" from a bootstrap distribution of differences, and
+    why it is None when it is.
+
+    It inverts the percentile interval (the smallest α whose 1 - α interval leaves out 0), so
+    the p-value and the interval shown beside it agree: 2 · (k + 1) / (B + 1), k the resamples
+    on the less populated side of 0 (ties at 0 count on both sides), B the resamples. The + 1
+    keeps it above 0: B resamples cannot show a chance smaller than about 1 / B.
+
+    A distribution without spread (identical predictions, or a difference that is the same on
+    every song) gives no p-value at all: the resamples show no chance variation to weigh the
+    difference against, and "p = 0" would be a claim the data do not make."""
+    dist = np.asarray(dist, dtype=float)
+    if len(dist) == 0:
+        return None, "no defined resample"
+    if _no_spread(dist):
+        if dist[0] == 0:
+            return None, "both runs score the same on every resample of the songs (identical predictions?)"
+        return None, f"every resample of the songs gives the same difference, {dist[0]:+.6g}"
+    # A resample whose two metrics tie is a difference of 0 give or take the last bit of a float
+    # sum: it sits on both sides, not on whichever the rounding picked.
+    dist = np.where(np.abs(dist) <= 1e-12, 0.0, dist)
+    k = min(int(np.sum(dist <= 0)), int(np.sum(dist >= 0)))
+    return min(1.0, 2 * (k + 1) / (len(dist) + 1)), None
 
 
 # -- McNemar --------------------------------------------------------------------------------
@@ -193,7 +240,10 @@ def mcnemar(correct_a, correct_b, exact: bool | None = None) -> McNemarResult:
 
 @dataclass
 class SeedTestResult:
-    """Difference of group b minus group a across seeds, and the t-test that judged it."""
+    """Difference of group b minus group a across seeds, and the t-test that judged it.
+
+    ``p_value`` is None when the test is undefined, ``p_undefined`` then says why; ``n_pairs``
+    counts the seed pairs of a paired test (for Welch's, the smaller group)."""
 
     test: str
     n_a: int
@@ -202,6 +252,12 @@ class SeedTestResult:
     mean_difference: float | None
     statistic: float | None
     p_value: float | None
+    p_undefined: str | None = None
+    n_pairs: int = 0
+
+    @property
+    def enough_seeds(self) -> bool:
+        return self.n_pairs >= MIN_SEED_PAIRS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -209,7 +265,10 @@ class SeedTestResult:
 
 def seed_test(a_by_seed: Mapping[int, float | None], b_by_seed: Mapping[int, float | None]) -> SeedTestResult | None:
     """Paired t-test on the seeds both groups ran (at least two), else Welch's t-test when each
-    group has at least two seeds, else None. Values are one metric per seed."""
+    group has at least two seeds, else None. Values are one metric per seed.
+
+    When every seed pair differs by the same amount the t statistic divides by zero: the p-value
+    is None (scipy would answer p = 0 with t = inf, or a tiny p from rounding noise)."""
     from scipy import stats
 
     a = {s: v for s, v in a_by_seed.items() if v is not None and math.isfinite(v)}
@@ -219,20 +278,44 @@ def seed_test(a_by_seed: Mapping[int, float | None], b_by_seed: Mapping[int, flo
         if len(common) >= 2:
             xa, xb = np.array([a[s] for s in common]), np.array([b[s] for s in common])
             d = xb - xa
-            if np.all(d == d[0]):  # t undefined: zero spread
-                p = 1.0 if d[0] == 0 else 0.0
+            if _no_spread(d):
                 return SeedTestResult("paired t-test (same seeds)", len(xa), len(xb), common, float(d.mean()),
-                                      None, p)
+                                      None, None, f"every seed pair differs by exactly {d[0]:+.6g}", len(d))
             res = stats.ttest_rel(xb, xa)
             return SeedTestResult("paired t-test (same seeds)", len(xa), len(xb), common, float(d.mean()),
-                                  float(res.statistic), float(res.pvalue))
+                                  float(res.statistic), float(res.pvalue), None, len(d))
         if len(a) >= 2 and len(b) >= 2:
             xa, xb = np.array(list(a.values())), np.array(list(b.values()))
+            n = min(len(xa), len(xb))
+            if _no_spread(xa) and _no_spread(xb):
+                return SeedTestResult("Welch t-test (different seeds)", len(xa), len(xb), None,
+                                      float(xb.mean() - xa.mean()), None, None,
+                                      "no seed changes the result within either group", n)
             res = stats.ttest_ind(xb, xa, equal_var=False)
             return SeedTestResult("Welch t-test (different seeds)", len(xa), len(xb), None,
                                   float(xb.mean() - xa.mean()), _none_if_nan(res.statistic),
-                                  _none_if_nan(res.pvalue))
+                                  _none_if_nan(res.pvalue), None, n)
     return None
+
+
+# -- many tests at once ---------------------------------------------------------------------
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values, in their original order.
+
+    The i-th smallest of m p-values is multiplied by m - i + 1, and the adjusted values are made
+    non-decreasing in that order (capped at 1): rejecting where the adjusted p < α keeps the
+    chance of any false claim in the family at most α, without Bonferroni's cost for the
+    smaller p-values. None (no test possible) stays None and is not counted in m: a test that
+    cannot reject cannot produce a false claim."""
+    order = sorted((i for i, p in enumerate(p_values) if p is not None), key=lambda i: p_values[i])
+    m = len(order)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
 
 
 # -- words ----------------------------------------------------------------------------------
@@ -243,10 +326,11 @@ def format_p(p: float | None) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def plain_p(p: float | None, alpha: float = 0.05) -> str:
-    """A p-value in words: what it is, and whether it clears ``alpha``."""
+def plain_p(p: float | None, alpha: float = 0.05, why: str | None = None) -> str:
+    """A p-value in words: what it is, and whether it clears ``alpha``; ``why`` says why it is
+    undefined when ``p`` is None."""
     if p is None:
-        return "p undefined: not enough data for the test"
+        return f"p undefined: {why or 'not enough data for the test'}"
     verdict = (f"significant at the {alpha:.0%} level" if p < alpha
                else f"not significant at the {alpha:.0%} level: this could be chance")
     chance = "under 0.1 %" if p < 0.001 else f"{p:.1%}"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from merx.stats import mcnemar, paired_bootstrap, plain_p, seed_test, summarize, t_interval
+from merx.stats import MIN_SEED_PAIRS, holm, mcnemar, paired_bootstrap, plain_p, seed_test, summarize, t_interval
 
 T_975_2DF = 4.302652729911275  # Student t, 97.5th percentile, 2 degrees of freedom (tables)
 
@@ -74,6 +74,8 @@ def test_paired_bootstrap_matches_the_exact_bootstrap_distribution():
     assert res.estimate == pytest.approx(d.mean()) == pytest.approx(-0.2)
     assert (res.low, res.high) == pytest.approx((low, high), abs=1e-9)
     assert res.excludes_zero and res.n_songs == 5
+    # No resample reaches 0, yet p is not 0: 20000 resamples cannot show a chance below ~1/20000.
+    assert res.p_value == pytest.approx(2 / 20001)
 
 
 def test_paired_bootstrap_keeps_the_pairing():
@@ -82,6 +84,16 @@ def test_paired_bootstrap_keeps_the_pairing():
     t = np.linspace(0, 1, 12)
     res = paired_bootstrap(mae, t, t + 0.3, t + 0.2, n_resamples=500)
     assert (res.low, res.estimate, res.high) == pytest.approx((-0.1, -0.1, -0.1))
+    # no spread to weigh the difference against: no p-value, rather than p = 0
+    assert res.p_value is None and "every resample of the songs gives the same difference, -0.1" in res.p_undefined
+
+
+def test_paired_bootstrap_of_identical_predictions_has_no_p_value():
+    t = np.linspace(0, 1, 12)
+    res = paired_bootstrap(mae, t, t + 0.1, t + 0.1, n_resamples=300)
+    assert (res.low, res.estimate, res.high) == (0, 0, 0)
+    assert res.p_value is None and "identical predictions" in res.p_undefined
+    assert "p undefined: both runs score the same" in plain_p(res.p_value, why=res.p_undefined)
 
 
 def test_paired_bootstrap_of_a_metric_that_is_not_a_mean_and_undefined_resamples():
@@ -90,8 +102,9 @@ def test_paired_bootstrap_of_a_metric_that_is_not_a_mean_and_undefined_resamples
     # Two of three songs share a true value: a resample drawing only those has R² undefined
     # (nan); the interval comes from the defined resamples instead of turning nan.
     t = np.array([0.1, 0.1, 0.9])
-    res = paired_bootstrap(r2_score, t, np.array([0.3, 0.2, 0.5]), np.array([0.1, 0.2, 0.8]), n_resamples=400)
-    assert res.estimate == pytest.approx(r2_score(t, np.array([0.1, 0.2, 0.8])) - r2_score(t, np.array([0.3, 0.2, 0.5])))
+    a, b = np.array([0.3, 0.2, 0.5]), np.array([0.1, 0.2, 0.8])
+    res = paired_bootstrap(r2_score, t, a, b, n_resamples=400)
+    assert res.estimate == pytest.approx(r2_score(t, b) - r2_score(t, a))
     assert res.low is not None and res.low <= res.estimate <= res.high
 
 
@@ -106,6 +119,31 @@ def test_paired_t_test_across_seeds_by_hand():
     from scipy import stats
 
     assert res.p_value == pytest.approx(2 * stats.t.sf(t, 2))
+
+
+def test_seed_pairs_without_spread_have_no_p_value():
+    # 0.2 - 0.1 and 0.3 - 0.2 differ by float rounding only: scipy would answer t = 1e15, p = 0.
+    res = seed_test({0: 0.1, 1: 0.1, 2: 0.2}, {0: 0.2, 1: 0.2, 2: 0.3})
+    assert res.p_value is None and res.statistic is None and res.mean_difference == pytest.approx(0.1)
+    assert res.p_undefined == "every seed pair differs by exactly +0.1"
+    assert seed_test({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6}).p_undefined == "every seed pair differs by exactly +0"
+
+
+def test_fewer_than_three_seed_pairs_are_not_enough():
+    assert MIN_SEED_PAIRS == 3
+    two = seed_test({0: 0.2, 1: 0.3}, {0: 0.3, 1: 0.401})
+    assert two.n_pairs == 2 and not two.enough_seeds and two.p_value < 0.05  # p is still computed
+    assert seed_test({0: 0.2, 1: 0.3, 2: 0.25}, {0: 0.3, 1: 0.401, 2: 0.35}).enough_seeds
+
+
+def test_holm_matches_a_hand_computation():
+    # Sorted: 0.005, 0.01, 0.03, 0.04 (m = 4) -> times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04;
+    # step-down keeps them non-decreasing, so 0.04 becomes max(0.06, 0.04) = 0.06.
+    # Back in the given order: 0.01 -> 0.03, 0.04 -> 0.06, 0.03 -> 0.06, 0.005 -> 0.02.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # Capped at 1; an undefined p stays None and is not counted: m = 2 here.
+    assert holm([0.6, None, 0.01]) == pytest.approx([0.6, None, 0.02])
+    assert holm([0.7, 0.8]) == pytest.approx([1.0, 1.0]) and holm([]) == []
 
 
 def test_welch_when_the_seeds_differ_and_none_without_enough_seeds():
