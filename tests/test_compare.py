@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tiny_experiment import tiny_raw as _tiny_raw
 
 from merx.cli import cli
 from merx.compare import CompareError, compare, resolve_subjects
 from merx.config import apply_sets, config_hash, flatten, resolve
+from merx.stats import holm
 from merx.store import RunStore
-from tiny_experiment import tiny_raw as _tiny_raw
 
 
 def tiny_raw(bert_dir, cache_dir, task="regression") -> dict:
@@ -53,15 +54,19 @@ def test_compare_two_real_runs_shows_exactly_the_differing_keys_and_a_paired_tes
     assert out["config"]["keys"] == {"train.lr.head": ["0.001", "0.003"]}
     assert out["provenance"] == {}  # same data, plugins, versions, commit
     store = RunStore(real_db)
+    stored = {i: store.get_run(i)["metrics"]["test"] for i in (1, 3)}
+    for i in (1, 3):  # the primary regression metric, derived: runs store each dimension's MAE
+        stored[i]["va_mae"] = (stored[i]["valence_mae"] + stored[i]["arousal_mae"]) / 2
     for metric, row in out["metrics"].items():
-        a, b = (store.get_run(i)["metrics"]["test"][metric] for i in (1, 3))
+        a, b = stored[1][metric], stored[3][metric]
         assert row["subjects"][0]["mean"] == pytest.approx(a)
         assert row["difference"][1] == pytest.approx(b - a)
     test = out["tests"][0]
     assert (test["a"], test["b"], test["kind"]) == ("run1", "run3", "per-song")
     n = store.get_run(1)["prediction_count"]
     assert test["n_songs"] == n and "skipped" not in test
-    assert set(test["bootstrap"]) == {"valence_mae", "arousal_mae", "valence_r2", "arousal_r2", "quadrant_macro_f1"}
+    assert set(test["bootstrap"]) == {"va_mae", "valence_mae", "arousal_mae", "valence_r2", "arousal_r2",
+                                      "quadrant_macro_f1"}
     mae = test["bootstrap"]["valence_mae"]
     assert mae["estimate"] == pytest.approx(out["metrics"]["valence_mae"]["difference"][1])
     assert mae["low"] <= mae["estimate"] <= mae["high"]
@@ -69,6 +74,36 @@ def test_compare_two_real_runs_shows_exactly_the_differing_keys_and_a_paired_tes
     assert mc["what"] == "implied quadrant" and mc["only_a"] + mc["only_b"] + mc["both"] + mc["neither"] == n
     assert set(out["baselines"]) == {"mean", "quadrant_centre", "random", "majority"}
     assert out["training"]["epochs_run"][1]["mean"] == 2
+
+
+def test_compare_json_names_the_primary_metric_and_gives_raw_and_holm_adjusted_p_values(real_db):
+    result = invoke("compare", "run1", "run3", "--json", "--resamples", 400, "--db", real_db)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["primary_metric"] == "va_mae" and out["tested_metrics"][0] == "va_mae"
+    test = out["tests"][0]
+    primary = test["bootstrap"]["va_mae"]
+    assert primary["estimate"] == pytest.approx(out["metrics"]["va_mae"]["difference"][1])
+    assert primary["role"] == "primary" and primary["label"] == "primary (confirmatory)"
+    assert primary["adjustment"] == "none" and primary["family_size"] == 1
+    assert primary["p_value"] is None or 0 < primary["p_value"] <= 1
+    assert primary["p_adjusted"] == primary["p_value"]
+    # Every other test shown, McNemar's included, is one exploratory family, adjusted by Holm.
+    exploratory = [e for m, e in test["bootstrap"].items() if m != "va_mae"] + [test["mcnemar"]]
+    raw = [e["p_value"] for e in exploratory]
+    size = sum(p is not None for p in raw)
+    assert size >= 2 and out["multiple_testing"] == {**out["multiple_testing"], "primary_tests": 1,
+                                                       "exploratory_tests": size}
+    assert [e["p_adjusted"] for e in exploratory] == pytest.approx(holm(raw))
+    for e in exploratory:
+        assert e["role"] == "exploratory" and e["adjustment"] == "holm" and e["family_size"] == size
+        assert e["label"] == f"exploratory, Holm-adjusted over {size} tests"
+        assert e["p_value"] is None or e["p_adjusted"] >= e["p_value"]
+        assert e["significant"] == (e["p_adjusted"] is not None and e["p_adjusted"] < 0.05)
+    text = invoke("compare", "run1", "run3", "--resamples", 400, "--db", real_db).output
+    assert "[primary (confirmatory)] va_mae: run3 - run1" in text
+    assert f"[exploratory, Holm-adjusted over {size} tests] valence_mae" in text
+    assert "Primary metric va_mae" in text and "va_mae (primary)" in text
 
 
 def test_compare_text_view_and_seed_only_difference(real_db):
@@ -150,7 +185,7 @@ def quadrant(v, a):
 def predictions(preds):
     return [{"song_id": sid, "true_valence": v, "true_arousal": a, "pred_valence": pv, "pred_arousal": pa,
              "true_quadrant": quadrant(v, a), "pred_quadrant": quadrant(pv, pa)}
-            for (sid, v, a), (pv, pa) in zip(SONGS, preds)]
+            for (sid, v, a), (pv, pa) in zip(SONGS, preds, strict=True)]
 
 
 def test_bootstrap_and_mcnemar_match_a_hand_computation(tmp_path):
@@ -167,13 +202,26 @@ def test_bootstrap_and_mcnemar_match_a_hand_computation(tmp_path):
     assert boot["estimate"] == pytest.approx(d.mean()) == pytest.approx(0.8 / 6 - 1.6 / 6)
     exact = d[np.array(list(itertools.product(range(6), repeat=6)))].mean(axis=1)  # all 6^6 resamples
     assert (boot["low"], boot["high"]) == pytest.approx(tuple(np.percentile(exact, [2.5, 97.5])), abs=1e-9)
-    assert boot["excludes_zero"] and "run2 is better" in boot["verdict"]
+    # p inverts the percentile interval: twice the share of resamples on the far side of 0 (ties
+    # at 0, e.g. s6 drawn three times against three 0.15s, count there too).
+    exact_p = 2 * np.mean(exact >= -1e-12)
+    assert exact_p == pytest.approx(0.0406, abs=1e-4)
+    assert boot["p_value"] == pytest.approx(exact_p, abs=0.005)
     # implied quadrants: A right on s3, s6; B right on s1..s5
     mc = test["mcnemar"]
     assert (mc["only_a"], mc["only_b"], mc["both"], mc["neither"]) == (1, 4, 1, 0)
     assert mc["method"] == "exact binomial"
     assert mc["p_value"] == pytest.approx(2 * (math.comb(5, 0) + math.comb(5, 1)) / 2 ** 5) == pytest.approx(0.375)
+    # valence_mae and McNemar are exploratory (va_mae is the primary): Holm over the two doubles
+    # the smaller p, 0.041 -> 0.081, and the interval that excludes 0 is no longer a finding.
+    assert boot["role"] == mc["role"] == "exploratory" and boot["family_size"] == mc["family_size"] == 2
+    assert boot["p_adjusted"] == pytest.approx(2 * boot["p_value"]) and mc["p_adjusted"] == pytest.approx(0.375)
+    assert boot["excludes_zero"] and not boot["significant"] and "run2 is better" not in boot["verdict"]
+    assert "Holm-adjusted p = 0.08" in boot["verdict"] and "not significant" in boot["verdict"]
     assert "p = 0.375" in mc["verdict"] and "not significant" in mc["verdict"]
+    primary = test["bootstrap"]["va_mae"]  # recomputed from the predictions though not stored
+    assert out["primary_metric"] == "va_mae" and primary["role"] == "primary" and primary["family_size"] == 1
+    assert primary["label"] == "primary (confirmatory)" and primary["p_adjusted"] == primary["p_value"]
 
 
 def test_runs_on_different_test_songs_get_no_paired_test(tmp_path):
@@ -262,3 +310,69 @@ def test_tag_note_and_runs_filters_through_the_cli(tmp_path):
     assert "best valence_mae first" in text and "baseline — lr too high" in text
     bad = invoke("runs", "--since", "last tuesday", "--db", db)
     assert bad.exit_code == 2 and "is not a date" in bad.output
+
+
+# -- the primary metric, multiple testing, degenerate seed tests ------------------------------
+
+def two_groups(store, a_values, b_values, metric="va_mae"):
+    """Group "hand" with seeds 0.. scoring ``a_values``, and one with another fusion scoring
+    ``b_values``; a va_mae value is stored as equal valence and arousal MAE."""
+    def stored(v):
+        return {"valence_mae": v, "arousal_mae": v} if metric == "va_mae" else {metric: v}
+
+    for seed, value in enumerate(a_values):
+        record(store, hand_cfg(seed=seed), stored(value))
+    for seed, value in enumerate(b_values):
+        record(store, hand_cfg(seed=seed, **{"model.fusion.name": "audio_attention"}), stored(value))
+
+
+def test_seed_pairs_that_all_differ_by_the_same_amount_give_p_null_not_zero(tmp_path):
+    db = tmp_path / "hand.db"
+    # 0.2 - 0.1 and 0.3 - 0.2 differ in the last bit: scipy would call that t = 1e15, p = 0.
+    two_groups(RunStore(db), [0.1, 0.1, 0.2], [0.2, 0.2, 0.3])
+    result = invoke("compare", "hand", "--json", "--db", db)
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.output)["tests"][0]["seed_tests"]["va_mae"]
+    assert entry["p_value"] is None and entry["p_adjusted"] is None and entry["statistic"] is None
+    assert "p undefined: every seed pair differs by exactly +0.1" in entry["verdict"]
+    assert entry["significant"] is False and "p = 0" not in entry["verdict"]
+
+
+def test_two_seed_pairs_are_never_called_significant(tmp_path):
+    store = RunStore(tmp_path / "hand.db")
+    # b is worse by 0.100 and 0.101: a paired t-test with one degree of freedom gives p ~ 0.006.
+    two_groups(store, [0.20, 0.30], [0.30, 0.401])
+    out = compare(store, resolve_subjects(store, ["hand"]))
+    entry = out["tests"][0]["seed_tests"]["va_mae"]
+    assert entry["role"] == "primary" and entry["p_value"] < 0.05 and entry["p_adjusted"] == entry["p_value"]
+    assert entry["significant"] is False and not entry["enough_seeds"]
+    assert "too few seed pairs (2) for a test; run --seeds 3 or more" in entry["verdict"]
+    assert f"p = {entry['p_value']:.3f}" in entry["verdict"] and "significant" not in entry["verdict"]
+    # the same differences over three seeds are a test
+    store = RunStore(tmp_path / "three.db")
+    two_groups(store, [0.20, 0.30, 0.25], [0.30, 0.401, 0.35])
+    entry = compare(store, resolve_subjects(store, ["hand"]))["tests"][0]["seed_tests"]["va_mae"]
+    assert entry["significant"] is True and "significant at the 5% level" in entry["verdict"]
+    assert "worse" in entry["verdict"]
+
+
+def test_primary_can_be_chosen_and_unknown_ones_are_named(tmp_path):
+    store = RunStore(tmp_path / "hand.db")
+    for i, preds in enumerate((PRED_A, PRED_B, PRED_B[::-1])):
+        record(store, hand_cfg(**{"train.epochs": i + 1}), {"valence_mae": 0.2}, predictions(preds))
+    subjects = resolve_subjects(store, ["run1", "run2", "run3"])
+    out = compare(store, subjects, primary="TEST_valence_mae", n_resamples=500)
+    assert out["primary_metric"] == "valence_mae"
+    first, second = out["tests"]
+    # one primary test per pair: the two form their own family, Holm-adjusted
+    entries = [t["bootstrap"]["valence_mae"] for t in (first, second)]
+    assert [e["role"] for e in entries] == ["primary"] * 2 and entries[0]["family_size"] == 2
+    assert entries[0]["label"] == "primary (confirmatory), Holm-adjusted over the 2 pairs"
+    assert [e["p_adjusted"] for e in entries] == pytest.approx(holm([e["p_value"] for e in entries]))
+    assert set(first["bootstrap"]) == {"valence_mae"}  # va_mae is tested only as the primary
+    assert first["mcnemar"]["role"] == "exploratory" and first["mcnemar"]["family_size"] == 2
+    assert out["multiple_testing"]["primary_tests"] == 2
+    with pytest.raises(CompareError, match="macro_f1' as the primary.*classification metric.*one of va_mae"):
+        compare(store, subjects, primary="macro_f1")
+    with pytest.raises(CompareError, match="'nope' as the primary metric; for regression runs choose one of"):
+        compare(store, subjects, primary="nope")

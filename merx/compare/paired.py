@@ -2,8 +2,10 @@
 
 Two runs tested on the same songs get a paired bootstrap interval of each metric difference
 (recomputed per song, :func:`song_metric`) and McNemar's test on the (implied) quadrant; two
-groups get a t-test across seeds (:mod:`merx.stats`). Not named ``tests.py``: pytest would
-collect it.
+groups get a t-test across seeds (:mod:`merx.stats`). Each test carries its raw p-value and a
+``finding`` (what differs, by how much); whether it is significant depends on every other test
+the same ``compare`` call shows, so :mod:`merx.compare.family` writes the verdicts. Not named
+``tests.py``: pytest would collect it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from merx.compare.scores import higher_is_better, record, stored_value
 from merx.compare.subjects import Subject
 from merx.data.songs import QUADRANTS
-from merx.metrics import METRICS, classification_metrics, concordance_cc, higher_is_better, r2_score
+from merx.metrics import classification_metrics, concordance_cc, r2_score
 from merx.store import format_run_id
 
 
@@ -31,17 +34,20 @@ def _per_song(preds: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
     def f(x):
         return nan if x is None else float(x)
 
-    truth = np.array([[f(p["true_valence"]), f(p["true_arousal"]), _q(p["true_quadrant"])] for p in preds]).reshape(-1, 3)
-    pred = np.array([[f(p["pred_valence"]), f(p["pred_arousal"]), _q(p["pred_quadrant"])] for p in preds]).reshape(-1, 3)
+    truth = np.array([[f(p["true_valence"]), f(p["true_arousal"]), _q(p["true_quadrant"])] for p in preds])
+    pred = np.array([[f(p["pred_valence"]), f(p["pred_arousal"]), _q(p["pred_quadrant"])] for p in preds])
+    truth, pred = truth.reshape(-1, 3), pred.reshape(-1, 3)
     return [p["song_id"] for p in preds], truth, pred
 
 
 def song_metric(name: str) -> Callable[[np.ndarray, np.ndarray], float] | None:
     """The metric ``name`` as a function of per-song (truth, prediction) rows from ``_per_song``, or
     None when it cannot be recomputed from predictions (e.g. the loss)."""
-    record = METRICS.get(name)
-    if record is None or not record.per_song:
+    rec = record(name)
+    if rec is None or not rec.per_song:
         return None
+    if name == "va_mae":
+        return lambda truth, pred: float(np.mean(np.abs(truth[:, :2] - pred[:, :2])))
     dims = {"valence": 0, "arousal": 1}
     head, _, kind = name.partition("_")
     if head in dims and kind in ("mae", "mse", "r2", "ccc"):
@@ -52,10 +58,18 @@ def song_metric(name: str) -> Callable[[np.ndarray, np.ndarray], float] | None:
         return lambda truth, pred: fn(truth[:, i], pred[:, i])
     if name in ("accuracy", "quadrant_accuracy"):
         return lambda truth, pred: float(np.mean(truth[:, 2] == pred[:, 2]))
-    key = {"macro_f1": "macro_f1", "quadrant_macro_f1": "macro_f1", **{f"f1_{q}": f"f1_{q}" for q in QUADRANTS}}.get(name)
+    keys = {"macro_f1": "macro_f1", "quadrant_macro_f1": "macro_f1", **{f"f1_{q}": f"f1_{q}" for q in QUADRANTS}}
+    key = keys.get(name)
     if key is not None:
         return lambda truth, pred: classification_metrics(truth[:, 2].astype(int), pred[:, 2].astype(int))[key]
     return None
+
+
+def _columns(name: str) -> list[int]:
+    """The columns of ``_per_song`` rows that ``name`` reads (valence, arousal, quadrant index)."""
+    if name == "va_mae":
+        return [0, 1]
+    return [0] if name.startswith("valence") else [1] if name.startswith("arousal") else [2]
 
 
 def _same_songs(a: tuple, b: tuple) -> str | None:
@@ -73,7 +87,7 @@ def _same_songs(a: tuple, b: tuple) -> str | None:
 def paired_run_test(store, a: dict, b: dict, metrics: list[str], n_resamples: int = 2000,
                     seed: int = 0) -> dict:
     """Paired tests of run ``b`` against run ``a`` on their per-song test predictions."""
-    from merx.stats import mcnemar, paired_bootstrap, plain_p
+    from merx.stats import mcnemar, paired_bootstrap
 
     la, lb = format_run_id(a["id"]), format_run_id(b["id"])
     out: dict[str, Any] = {"a": la, "b": lb, "kind": "per-song", "bootstrap": {}, "mcnemar": None}
@@ -91,62 +105,79 @@ def paired_run_test(store, a: dict, b: dict, metrics: list[str], n_resamples: in
     out["n_songs"] = len(ids)
     for m in metrics:
         fn = song_metric(m)
-        col = 0 if m.startswith("valence") else 1 if m.startswith("arousal") else 2
-        if fn is None or np.isnan(pred_a[:, col]).any() or np.isnan(pred_b[:, col]).any():
+        cols = _columns(m)
+        if fn is None or np.isnan(pred_a[:, cols]).any() or np.isnan(pred_b[:, cols]).any():
             continue  # not a per-song metric, or a run of the other task
         res = paired_bootstrap(fn, truth, pred_a, pred_b, n_resamples=n_resamples, seed=seed)
         entry = res.to_dict()
-        entry["verdict"] = _bootstrap_verdict(m, res, la, lb)
+        entry["test"] = "paired bootstrap"
+        entry["finding"] = _bootstrap_finding(m, res, la, lb)
+        entry["direction"] = _direction(m, res.estimate, lb)
         out["bootstrap"][m] = entry
     implied = a["task"] == "regression" or b["task"] == "regression"
     res = mcnemar(pred_a[:, 2] == truth[:, 2], pred_b[:, 2] == truth[:, 2])
     entry = res.to_dict()
     what = "implied quadrant" if implied else "quadrant"
     entry["what"] = what
+    entry["test"] = "McNemar"
+    entry["p_undefined"] = None
     if res.only_a + res.only_b == 0:
-        entry["verdict"] = (f"McNemar on the {what}: no song is right for one run and wrong for the other "
-                            f"(both right on {res.both}, both wrong on {res.neither}): no evidence of a difference.")
+        entry["finding"] = (f"McNemar on the {what}: no song is right for one run and wrong for the other "
+                            f"(both right on {res.both}, both wrong on {res.neither})")
+        entry["direction"] = None
     else:
-        entry["verdict"] = (f"McNemar ({res.method}) on the {what}: {lb} is right on {res.only_b} songs where {la} "
-                            f"is wrong, and wrong on {res.only_a} where {la} is right; {plain_p(res.p_value)}.")
+        entry["finding"] = (f"McNemar ({res.method}) on the {what}: {lb} is right on {res.only_b} songs where {la} "
+                            f"is wrong, and wrong on {res.only_a} where {la} is right")
+        entry["direction"] = None if res.only_a == res.only_b else \
+            f"{lb} is {'better' if res.only_b > res.only_a else 'worse'}"
     if len(ids) < 20:
         out["small_sample"] = (f"only {len(ids)} test songs: these intervals and p-values are rough")
     out["mcnemar"] = entry
     return out
 
 
-def _bootstrap_verdict(metric: str, res, la: str, lb: str) -> str:
-    if res.estimate is None or res.low is None:
-        return f"{metric}: undefined on these songs"
-    pct = f"{res.confidence:.0%}"
-    text = (f"{metric}: {lb} - {la} = {res.estimate:+.4f}, {pct} paired bootstrap interval "
-            f"[{res.low:+.4f}, {res.high:+.4f}]")
+def _direction(metric: str, difference: float | None, lb: str) -> str | None:
+    """"run3 is better" from the sign of b - a and the metric's direction; what a verdict says
+    only once the difference is significant."""
     hib = higher_is_better(metric)
-    if not res.excludes_zero:
-        return text + ": the interval contains 0, no clear difference"
-    better = (res.low > 0) == bool(hib) if hib is not None else None
-    who = "" if better is None else f", {lb} is {'better' if better else 'worse'}"
-    return text + f": the interval excludes 0{who}"
+    if difference is None or hib is None or difference == 0:
+        return None
+    return f"{lb} is {'better' if (difference > 0) == hib else 'worse'}"
+
+
+def _bootstrap_finding(metric: str, res, la: str, lb: str) -> str:
+    if res.estimate is None:
+        return f"{metric}: undefined on these songs"
+    text = f"{metric}: {lb} - {la} = {res.estimate:+.4f}"
+    if res.low is None:
+        return text + " (no bootstrap interval: the metric is undefined on most resamples)"
+    return text + f", {res.confidence:.0%} paired bootstrap interval [{res.low:+.4f}, {res.high:+.4f}]"
 
 
 def paired_group_test(a: Subject, b: Subject, metrics: list[str]) -> dict:
     """t-tests across seeds of group ``b`` against group ``a``, per metric."""
-    from merx.stats import plain_p, seed_test
+    from merx.stats import MIN_SEED_PAIRS, seed_test
 
     out: dict[str, Any] = {"a": a.label, "b": b.label, "kind": "across seeds", "seed_tests": {}}
     for m in metrics:
-        va = {r["seed"]: ((r.get("metrics") or {}).get("test") or {}).get(m) for r in a.runs}
-        vb = {r["seed"]: ((r.get("metrics") or {}).get("test") or {}).get(m) for r in b.runs}
+        va = {r["seed"]: stored_value(r, m) for r in a.runs}
+        vb = {r["seed"]: stored_value(r, m) for r in b.runs}
         res = seed_test(va, vb)
         if res is None:
             continue
         entry = res.to_dict()
+        entry["enough_seeds"] = res.enough_seeds
         hib = higher_is_better(m)
-        direction = ""
+        average = ""
         if res.mean_difference is not None and hib is not None and res.mean_difference != 0:
-            direction = f" ({b.label} {'better' if (res.mean_difference > 0) == hib else 'worse'} on average)"
-        entry["verdict"] = (f"{m}: {b.label} - {a.label} = {res.mean_difference:+.4f}{direction}; {res.test} over "
-                            f"{res.n_a} and {res.n_b} seeds, {plain_p(res.p_value)}")
+            average = f" ({b.label} {'better' if (res.mean_difference > 0) == hib else 'worse'} on average)"
+        entry["finding"] = (f"{m}: {b.label} - {a.label} = {res.mean_difference:+.4f}{average}; {res.test} over "
+                            f"{res.n_a} and {res.n_b} seeds")
+        entry["direction"] = _direction(m, res.mean_difference, b.label)
+        if not res.enough_seeds:
+            run_more = f"run --seeds {MIN_SEED_PAIRS} or more"
+            entry["too_few"] = (f"too few seed pairs ({res.n_pairs}) for a test; {run_more}" if res.seeds is not None
+                                else f"too few seeds ({res.n_a} and {res.n_b}) for a test; {run_more}")
         out["seed_tests"][m] = entry
     if not out["seed_tests"]:
         out["skipped"] = (f"{a.label} and {b.label}: a test across seeds needs at least two seeds on each side "

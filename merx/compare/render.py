@@ -69,13 +69,13 @@ def render(result: dict, console) -> None:
         t.add_column(label, justify="right", style="bold" if i == 0 else None)
     for metric, row in result["metrics"].items():
         cells = []
-        for i, (s, d) in enumerate(zip(row["subjects"], row["difference"])):
+        for i, (s, d) in enumerate(zip(row["subjects"], row["difference"], strict=True)):
             text = Text(format_summary(s))
             if i > 0 and d is not None:
                 good = None if row["higher_is_better"] is None or d == 0 else (d > 0) == row["higher_is_better"]
                 text.append(f"  Δ {d:+.4f}", style="green" if good else "red" if good is False else "dim")
             cells.append(text)
-        t.add_row(metric, *cells)
+        t.add_row(metric + (" (primary)" if metric == result.get("primary_metric") else ""), *cells)
     console.print(t)
 
     if result["baselines"]:
@@ -98,17 +98,18 @@ def render(result: dict, console) -> None:
         t.add_row(names[key], *(format_summary(s, 1 if key == "wall_seconds" else 0, interval=False) for s in per))
     console.print(t)
 
+    if result["tests"] and result.get("multiple_testing"):
+        console.print(Text(result["multiple_testing"]["statement"], style="italic"))
     for test in result["tests"]:
         console.print(Text(f"{test['b']} against {test['a']} ({test['kind']})", style="bold underline"))
-        for key in ("skipped", "small_sample"):
+        for key in ("skipped", "small_sample", "no_primary"):
             if test.get(key):
                 console.print(Text("  " + test[key], style="yellow"))
-        for entry in (test.get("bootstrap") or {}).values():
-            console.print(Text("  " + entry["verdict"], style="green" if entry["excludes_zero"] else ""))
-        if test.get("mcnemar"):
-            console.print(Text("  " + test["mcnemar"]["verdict"]))
-        for entry in (test.get("seed_tests") or {}).values():
-            p = entry["p_value"]
-            console.print(Text("  " + entry["verdict"], style="green" if p is not None and p < 0.05 else ""))
+        entries = [*(test.get("bootstrap") or {}).values(), *([test["mcnemar"]] if test.get("mcnemar") else []),
+                   *(test.get("seed_tests") or {}).values()]
+        for entry in entries:
+            line = Text(f"  [{entry['label']}] ", style="bold" if entry["role"] == "primary" else "dim")
+            line.append(entry["verdict"], style="green" if entry["significant"] else "")
+            console.print(line)
     for note in result["notes"]:
         console.print(Text("note: " + note, style="yellow"))

@@ -4,11 +4,69 @@ baselines, and the training numbers."""
 from __future__ import annotations
 
 from merx.compare.subjects import Subject
-from merx.metrics import DEFAULT_PRIMARY, headline_metrics, higher_is_better, metric_names
+from merx.metrics import DEFAULT_PRIMARY, Metric, headline_metrics, metric_names, metrics_for
 from merx.metrics import metric as metric_record
 
 #: Metrics tested by default (those a run of the task has).
 DEFAULT_TESTED = {task: headline_metrics(task) for task in ("classification", "regression")}
+
+#: Metrics compare derives from the stored ones (runs store each dimension's MAE, not their mean).
+#: They belong in merx.metrics' registry; until they are there, :func:`record` finds them here.
+DERIVED = {
+    "va_mae": (Metric("va_mae", "regression", False, True, ".4f",
+                      "mean of the valence and arousal MAE"),
+               ("valence_mae", "arousal_mae")),
+}
+
+#: The one metric per task whose test ``merx compare`` reports as confirmatory (``--primary``
+#: picks another). Fixed per task, not read from a run's config: a primary chosen after seeing the
+#: runs, or differing between them, would not be pre-specified. Regression uses the mean of the
+#: valence and arousal MAE rather than their CCC: it is a mean over songs, so each bootstrap
+#: resample is a plain average, defined on every draw, on the labels' own scale; CCC is a
+#: ratio of moments of the whole set, undefined when a resample's values are constant and
+#: skewed on small test sets.
+CONFIRMATORY = {"classification": "macro_f1", "regression": "va_mae"}
+
+
+def record(name: str) -> Metric | None:
+    """The registry's record of ``name`` (any case, with or without a split prefix), or a
+    :data:`DERIVED` one; None when merx does not know it."""
+    found = metric_record(name)
+    if found is not None:
+        return found
+    key = name.lower()
+    for prefix in ("test_", "val_", "train_"):
+        key = key.removeprefix(prefix)
+    return DERIVED[key][0] if key in DERIVED else None
+
+
+def higher_is_better(name: str) -> bool | None:
+    rec = record(name)
+    return None if rec is None else rec.higher_is_better
+
+
+def primary_candidates(tasks) -> list[str]:
+    """The metrics that may be the primary one for runs of ``tasks``, the defaults first: those
+    the tasks report, and the derived ones."""
+    names = [CONFIRMATORY[task] for task in sorted(tasks)]
+    names += [m.name for task in sorted(tasks) for m in metrics_for(task)]
+    names += [n for n, (rec, _) in DERIVED.items() if rec.task in tasks]
+    return list(dict.fromkeys(names))
+
+
+def value_of(stored: dict | None, name: str) -> float | None:
+    """``stored[name]``, derived from its parts for a :data:`DERIVED` metric (the mean of the two
+    MAEs is the mean over songs of the per-song mean error: both average the same songs)."""
+    stored = stored or {}
+    if name in stored or name not in DERIVED:
+        return stored.get(name)
+    parts = [stored.get(p) for p in DERIVED[name][1]]
+    return None if any(v is None for v in parts) else sum(parts) / len(parts)
+
+
+def stored_value(run: dict, name: str) -> float | None:
+    """The run's test value of ``name`` (see :func:`value_of`)."""
+    return value_of((run.get("metrics") or {}).get("test"), name)
 
 
 def primary_metric(cfg: dict) -> str:
@@ -34,11 +92,14 @@ def _summary(values: list) -> dict:
     return summarize(values).to_dict()
 
 
-def metric_table(subjects: list[Subject]) -> dict:
-    """Per metric: a summary per subject (mean, std, n, interval, values) and mean - first's mean."""
+def metric_table(subjects: list[Subject], extra: list[str] | tuple = ()) -> dict:
+    """Per metric: a summary per subject (mean, std, n, interval, values) and mean - first's mean.
+
+    ``extra`` names :data:`DERIVED` metrics to put first, where some subject has them."""
     out = {}
-    for metric in _metric_order(subjects):
-        per = [_summary([((r.get("metrics") or {}).get("test") or {}).get(metric) for r in s.runs]) for s in subjects]
+    for metric in [m for m in extra if any(stored_value(r, m) is not None for s in subjects for r in s.runs)] + [
+            m for m in _metric_order(subjects) if m not in extra]:
+        per = [_summary([stored_value(r, metric) for r in s.runs]) for s in subjects]
         base = per[0]["mean"]
         diffs = [None if p["mean"] is None or base is None else p["mean"] - base for p in per]
         diffs[0] = None
@@ -52,7 +113,7 @@ def baseline_table(subjects: list[Subject], metrics: list[str]) -> dict:
     out: dict[str, dict[str, list]] = {}
     for b in names:
         for m in metrics:
-            per = [_summary([((r.get("baselines") or {}).get(b) or {}).get(m) for r in s.runs])["mean"]
+            per = [_summary([value_of((r.get("baselines") or {}).get(b), m) for r in s.runs])["mean"]
                    for s in subjects]
             if any(v is not None for v in per):
                 out.setdefault(b, {})[m] = per

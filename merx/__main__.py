@@ -1,0 +1,5 @@
+"""``python -m merx``: the same as the ``merx`` command."""
+
+from merx.cli import main
+
+main()

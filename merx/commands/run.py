@@ -1,0 +1,115 @@
+"""CLI command: ``merx run`` (one experiment, its seeds, or its sweep; ``--dry-run`` builds only)."""
+
+from __future__ import annotations
+
+import click
+
+from merx.commands.options import db_option, experiment_argument, set_option
+from merx.commands.output import console, metrics_table
+
+
+@click.command("run")
+@experiment_argument()
+@set_option()
+@click.option("--seeds", metavar="N|LIST", default=None,
+              help="Run N seeds (seed, seed+1, ...) or the listed ones (0,7,42), recorded as one group; "
+                   "overrides the file's [sweep] seeds / train.seeds.")
+@click.option("--rerun", is_flag=True, help="With seeds or a [sweep]: also run configs that already completed.")
+@click.option("--best-by", metavar="METRIC", default=None,
+              help="Test metric that marks the best cell of a sweep (default: the monitored one).")
+@click.option("--dry-run", is_flag=True, help="Resolve, build the model, print parameter counts, and exit.")
+@db_option()
+def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db):
+    """Train and evaluate the experiment in FILE; record everything in the results database.
+
+    With --seeds, or a [sweep] table in FILE, runs every cell × seed, skips configs that already
+    completed (unless --rerun) and ends with a summary table, the best cell marked."""
+    from merx.commands.plan import load_plan
+
+    plan = load_plan(file, sets, seeds, db=db)
+    if not plan.is_single:
+        _run_plan(plan, rerun, best_by, dry_run, db)
+        return
+    cfg = plan.cells[0].configs[0]
+    if dry_run:
+        _print_dry_run(cfg)
+        return
+    from merx.errors import Interrupted
+    from merx.pipeline import run
+    from merx.store import RunStore
+
+    out = console()
+    store = RunStore(db)
+    try:
+        result = run(cfg, file, store, progress=True, console=out)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted: the run is recorded as 'interrupted' with its finished epochs "
+                          "(merx runs --status interrupted)") from None
+    out.print(metrics_table(f"run{result.run_id} test metrics (best epoch {result.best_epoch} of "
+                            f"{result.epochs_run}) beside baselines fitted on the training split",
+                            result.test_metrics, result.baselines))
+    out.print(f"recorded as [bold]run{result.run_id}[/bold] in {store.location}; `merx show run{result.run_id}`")
+
+
+def _run_plan(plan, rerun, best_by, dry_run, db):
+    """``merx run`` with seeds or a sweep: every cell × seed, then the summary table."""
+    from rich.table import Table
+
+    from merx.compare import group_label
+    from merx.config import config_hash
+    from merx.errors import Interrupted, RunError
+    from merx.store import RunStore
+    from merx.sweep import completed_run, render_summary, run_plan, summary
+
+    out = console()
+    store = RunStore(db)
+    out.print(f"{plan.file}: {len(plan.cells)} cell(s) × {len(plan.seeds)} seed(s) "
+              f"({', '.join(map(str, plan.seeds))}) = {plan.size} runs")
+    if dry_run:
+        t = Table(title="plan", title_justify="left")
+        for col in ("cell", "seed", "config hash", "status"):
+            t.add_column(col)
+        for cell in plan.cells:
+            for cfg in cell.configs:
+                done = None if rerun else completed_run(store, cfg)
+                t.add_row(cell.label, str(cfg["seed"]), config_hash(cfg),
+                          f"done as run{done}: skipped" if done else "to run")
+        out.print(t)
+        _print_dry_run(plan.cells[0].configs[0])
+        return
+    try:
+        result = run_plan(plan, store, rerun=rerun, console=out, progress=True)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted: the current run is recorded as 'interrupted'; finished runs are kept, "
+                          "and running the same command again skips them") from None
+    render_summary(summary(store, result, best_by), out)
+    groups = {group_label(c.configs[0]["name"], config_hash(c.configs[0], include_seed=False)) for c in plan.cells}
+    out.print(f"recorded in {store.location}; `merx compare {' '.join(sorted(groups))}` compares the cells")
+    if result.failed:
+        raise RunError(f"{len(result.failed)} of {plan.size} runs failed (merx runs --status failed)", exit_code=1)
+
+
+def _parameter_rows(cfg) -> list:
+    from merx import pipeline
+    from merx.models.params import parameter_counts
+    from merx.plugins import get_registry
+
+    pipeline.build_augmentations(cfg)  # a missing WordNet or a bad mask width shows here too
+    # Counts depend on the architecture alone, so no weights are loaded: a dry run of an
+    # experiment using a hub model works before that model was ever downloaded.
+    return parameter_counts(pipeline.build(cfg, get_registry(), pretrained=False))
+
+
+def _print_dry_run(cfg) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{cfg['name']}: parameters (architecture only, no weights loaded)", title_justify="left")
+    for col in ("part", "module", "total", "trainable"):
+        t.add_column(col, justify="left" if col in ("part", "module") else "right")
+    for row in _parameter_rows(cfg):
+        t.add_row(row.part, row.module, f"{row.total:,}", f"{row.trainable:,}")
+    console().print(t)
+
+
+def attach(cli) -> None:
+    cli.add_command(run_cmd)

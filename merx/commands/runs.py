@@ -1,0 +1,164 @@
+"""CLI commands about recorded runs: ``runs`` (the list), ``show`` (one run), ``tag`` and ``note``."""
+
+from __future__ import annotations
+
+import click
+
+from merx.commands.options import STATUSES, db_option, json_option
+from merx.commands.output import console, fmt, json_out, metrics_table
+
+
+@click.command("runs")
+@click.option("--experiment", help="Only runs of this experiment.")
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--tag", help="Only runs with this tag (merx tag RUN TAG).")
+@click.option("--group", "group", metavar="HASH", help="Only runs of this group (a prefix of its hash).")
+@click.option("--since", metavar="WHEN", help="Started at or after: 2025-03-01, 2025-03-01T14:00, or 7d / 12h ago.")
+@click.option("--until", metavar="WHEN", help="Started before the end of: 2025-03-01 (that day included), ...")
+@click.option("--sort", "sort_metric", metavar="METRIC", help="Order by this test metric, best first.")
+@click.option("--ascending/--descending", default=None,
+              help="Direction of --sort (default: best first: ascending for errors such as MAE).")
+@click.option("--limit", default=20, show_default=True)
+@json_option()
+@db_option()
+def runs_cmd(experiment, status, tag, group, since, until, sort_metric, ascending, limit, as_json, db):
+    """List recent runs, newest first (or best first with --sort METRIC)."""
+    from merx.metrics import higher_is_better
+    from merx.store import RunStore
+
+    if sort_metric is not None and ascending is None:
+        ascending = higher_is_better(sort_metric) is False
+    rows = RunStore(db).list_runs(experiment=experiment, status=status, limit=limit, tag=tag, group_hash=group,
+                                  since=since, until=until, sort_metric=sort_metric, ascending=bool(ascending))
+    if as_json:
+        json_out(rows)
+        return
+    from rich.table import Table
+
+    t = Table(title="runs" + (f", best {sort_metric} first" if sort_metric else ""), title_justify="left")
+    annotated = any(r.get("tags") or r.get("note") for r in rows)
+    cols = ["run", "experiment", "status", "task", "seed", "group", "started", "best/epochs"]
+    cols += [sort_metric] if sort_metric else []
+    cols += ["headline"] + (["tags / note"] if annotated else [])
+    for col in cols:
+        t.add_column(col, justify="right" if col == sort_metric else "left", no_wrap=col in ("run", "group"))
+    for r in rows:
+        cells = [f"run{r['id']}", r["experiment"], r["status"], r["task"], fmt(r.get("seed")),
+                 (r.get("group_hash") or "")[:8], str(r["started_at"])[:16].replace("T", " "),
+                 f"{fmt(r.get('best_epoch'))}/{fmt(r.get('epochs_run'))}"]
+        cells += [fmt((r.get("metrics") or {}).get(sort_metric))] if sort_metric else []
+        cells += [headline(r.get("metrics") or {})]
+        if annotated:
+            cells += [", ".join(r.get("tags") or []) + (f" — {r['note']}" if r.get("note") else "")]
+        t.add_row(*cells)
+    console().print(t)
+
+
+def headline(metrics: dict) -> str:
+    for key in ("macro_f1", "quadrant_macro_f1"):
+        if metrics.get(key) is not None:
+            maes = [f"{d[0].upper()} MAE {metrics[f'{d}_mae']:.3f}" for d in ("valence", "arousal")
+                    if metrics.get(f"{d}_mae") is not None]
+            return ", ".join([f"{key} {metrics[key]:.3f}", *maes])
+    return "-"
+
+
+@click.command("show")
+@click.argument("run_id")
+@json_option()
+@db_option()
+def show_cmd(run_id, as_json, db):
+    """Show one run: config, learning curve, test metrics beside baselines, plugins, failures."""
+    from merx.store import RunStore
+
+    run = RunStore(db).get_run(run_id)
+    if as_json:
+        json_out(run)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from merx.config import to_toml
+
+    out = console()
+    out.print(f"[bold]run{run['id']}[/bold] {run['experiment']} — [bold]{run['status']}[/bold]"
+              f" ({run['task']}, seed {run['seed']}, {run.get('device') or '?'}); started {run['started_at']}"
+              f", {fmt(run.get('wall_seconds'))} s; config hash {run['config_hash']}")
+    if run.get("error"):
+        out.print(Text.assemble(("error: ", "red"), run["error"]))
+    if run.get("experiment_file"):
+        out.print(f"file: {run['experiment_file']}; git: {run.get('git_commit') or '-'}")
+    # Text, not markup: "[train.lr]" section headers would otherwise be read as rich tags.
+    out.print(Text(to_toml(run["config"]).rstrip(), style="dim"))
+    epochs = run.get("epochs") or {}
+    if epochs:
+        cols = ["train_loss", "val_loss"]
+        monitor = run["config"]["train"]["early_stopping"]["monitor"]
+        if monitor not in cols:
+            cols.append(monitor)
+        cols += ["grad_norm_pre_clip"]
+        t = Table(title="learning curve", title_justify="left")
+        t.add_column("epoch", justify="right")
+        for c in cols:
+            t.add_column(c, justify="right")
+        for e in sorted(epochs, key=int):
+            mark = " *" if run.get("best_epoch") is not None and int(e) == run["best_epoch"] else ""
+            t.add_row(f"{e}{mark}", *(fmt(epochs[e].get(c)) for c in cols))
+        out.print(t)
+        out.print("* best epoch (its weights were restored for the test evaluation)")
+    test = (run.get("metrics") or {}).get("test") or {}
+    if test:
+        out.print(metrics_table("test metrics beside baselines", test, run.get("baselines") or {}))
+    if run.get("plugins"):
+        out.print(Text("plugins: " + ", ".join(plugin_label(p) for p in run["plugins"])))
+    fails = run.get("failures") or []
+    if fails:
+        t = Table(title=f"{len(fails)} songs failed", title_justify="left", title_style="yellow")
+        for col in ("song", "stage", "reason"):
+            t.add_column(col)
+        for f in fails:
+            t.add_row(f["song_id"], f["stage"], f["reason"])
+        out.print(t)
+
+
+def plugin_label(record: dict) -> str:
+    version = f" {record['version']}" if record.get("version") else ""
+    return f"{record['kind']}:{record['name']} ({record['origin']}{version})"
+
+
+@click.command("tag")
+@click.argument("run_id")
+@click.argument("tags", nargs=-1, required=True)
+@click.option("--remove", is_flag=True, help="Remove these tags instead of adding them.")
+@db_option()
+def tag_cmd(run_id, tags, remove, db):
+    """Add tags to a run (merx tag run12 baseline), or remove them with --remove.
+
+    Find tagged runs with merx runs --tag TAG; compare them with merx compare tag:TAG."""
+    from merx.store import RunStore
+
+    store = RunStore(db)
+    now = store.tag_run(run_id, remove=tags) if remove else store.tag_run(run_id, add=tags)
+    click.echo(f"run{store.parse_run_id(run_id)} tags: {', '.join(now) or '(none)'}")
+
+
+@click.command("note")
+@click.argument("run_id")
+@click.argument("text", required=False)
+@click.option("--clear", is_flag=True, help="Remove the note.")
+@db_option()
+def note_cmd(run_id, text, clear, db):
+    """Give a run a note (merx note run12 "lr too high"); without TEXT, print it."""
+    from merx.store import RunStore
+
+    store = RunStore(db)
+    rid = store.parse_run_id(run_id)
+    if clear or text is not None:
+        store.update_run(rid, note=None if clear else text)
+    note = store.get_run(rid).get("note")
+    click.echo(f"run{rid}: {note}" if note else f"run{rid} has no note")
+
+
+def attach(cli) -> None:
+    for command in (runs_cmd, show_cmd, tag_cmd, note_cmd):
+        cli.add_command(command)

@@ -1,0 +1,119 @@
+"""The command line as a whole: one place prints errors, plugin commands, light start-up.
+Real files, real SQLite, the real ``merx`` group."""
+
+import subprocess
+import sys
+import textwrap
+
+from click.testing import CliRunner
+
+from merx.cli import cli
+
+
+def merx(*args, **kw):
+    return CliRunner().invoke(cli, [str(a) for a in args], **kw)
+
+
+def write_plugin(tmp_path, name, code):
+    (tmp_path / "plugins").mkdir(exist_ok=True)
+    (tmp_path / "plugins" / f"{name}.py").write_text(textwrap.dedent(code))
+
+
+# -- one place prints every MerxError --------------------------------------------------------------
+
+def test_an_error_is_one_line_on_stderr_with_its_exit_code_and_no_traceback(tmp_path):
+    result = merx("show", "run99")
+    assert result.exit_code == 2
+    assert result.stdout == "" and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no run run99")
+
+
+def test_a_bad_argument_is_a_usage_error_exit_2():
+    result = merx("plugin", "check", "data_source", "synthetic")
+    assert result.exit_code == 2 and result.stderr.startswith("error: the test kit checks fusion")
+
+
+# -- plugin commands --------------------------------------------------------------------------------
+
+BROKEN_COMMANDS = '''
+    import click
+    from merx import hookimpl
+
+    @hookimpl
+    def register_commands(cli):
+        @cli.command("half")
+        def half():
+            """Added before the plugin fails: must not survive its failure."""
+        raise RuntimeError("no commands today")
+'''
+
+GOOD_COMMANDS = '''
+    import click
+    from merx import hookimpl
+
+    @hookimpl
+    def register_commands(cli):
+        @cli.command("hello")
+        def hello():
+            """Says hello."""
+            click.echo("hello from b_good")
+'''
+
+
+def test_a_plugin_failing_in_register_commands_does_not_hide_the_next_plugins_commands(tmp_path):
+    # Broken on both sides: pluggy would call c_broken first and a_broken last.
+    write_plugin(tmp_path, "a_broken", BROKEN_COMMANDS)
+    write_plugin(tmp_path, "b_good", GOOD_COMMANDS)
+    write_plugin(tmp_path, "c_broken", BROKEN_COMMANDS)
+    result = merx("hello")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "hello from b_good\n"
+    warnings = [line for line in result.stderr.splitlines() if "register_commands" in line]
+    assert len(warnings) == 2 and all("no commands today" in w for w in warnings)
+    assert "a_broken.py" in warnings[0] and "c_broken.py" in warnings[1]
+    assert "Traceback" not in result.output
+    assert merx("half").exit_code == 2  # what the broken plugin added before failing is gone
+    assert "hello" in merx("--help").stdout
+
+
+def test_a_plugin_cannot_replace_a_merx_command(tmp_path):
+    write_plugin(tmp_path, "hijack", '''
+        from merx import hookimpl
+
+        @hookimpl
+        def register_commands(cli):
+            @cli.command("runs")
+            def runs():
+                """Not merx's."""
+    ''')
+    listing = merx("--help")
+    assert "hijack.py" in listing.stderr and "kept merx's" in listing.stderr
+    result = merx("runs", "--json")
+    assert result.exit_code == 0 and result.stdout.strip() == "[]"
+
+
+def test_a_command_from_plugins_dir_is_found(tmp_path):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "greeting.py").write_text(textwrap.dedent(GOOD_COMMANDS))
+    assert merx("hello").exit_code == 2
+    result = merx("--plugins-dir", other, "hello")
+    assert result.exit_code == 0 and result.stdout == "hello from b_good\n"
+
+
+# -- light start-up and facts stated twice ----------------------------------------------------------
+
+def test_help_imports_no_heavy_library():
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom merx.cli import cli\n"
+            "r = CliRunner().invoke(cli, ['--help'])\nassert r.exit_code == 0, r.output\n"
+            "print([m for m in ('torch', 'sqlalchemy', 'numpy', 'rich', 'librosa') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_status_choices_are_the_stores():
+    from merx.commands.options import STATUSES
+    from merx.store import STATUSES as STORE_STATUSES
+
+    assert STATUSES == STORE_STATUSES
