@@ -8,10 +8,28 @@ import textwrap
 from click.testing import CliRunner
 
 from merx.cli import cli
+from merx.store import RunStore
+
+LMF = {"kind": "fusions", "name": "lmf", "origin": "distribution", "source": "lowrank-fusion", "version": "0.1.0"}
+CONCAT = {"kind": "fusions", "name": "concat", "origin": "built-in", "source": "merx.builtin.fusions",
+          "version": None}
 
 
 def merx(*args, **kw):
     return CliRunner().invoke(cli, [str(a) for a in args], **kw)
+
+
+def record(store, experiment="quickstart", fusion="concat", modalities="both", metrics=None, plugins=(), seed=0):
+    """A completed run as `merx run` would leave it, without training one."""
+    cfg = {"name": experiment, "seed": seed, "task": "classification",
+           "model": {"modalities": modalities, "fusion": {"name": fusion}}}
+    rid = store.start_run(experiment=experiment, experiment_file=None, config=cfg, config_hash=f"c{seed}{fusion}",
+                          group_hash="3f2a9c1d00", seed=seed, task="classification", device="cpu", versions={},
+                          git_commit=None)
+    store.add_plugins(rid, list(plugins))
+    store.add_metrics(rid, "test", metrics or {"macro_f1": 0.76, "accuracy": 0.8})
+    store.finish_run(rid, "completed", best_epoch=3, epochs_run=5)
+    return rid
 
 
 def write_plugin(tmp_path, name, code):
@@ -100,6 +118,21 @@ def test_a_command_from_plugins_dir_is_found(tmp_path):
     assert merx("hello").exit_code == 2
     result = merx("--plugins-dir", other, "hello")
     assert result.exit_code == 0 and result.stdout == "hello from b_good\n"
+
+
+# -- merx show ------------------------------------------------------------------------------------
+
+def test_show_names_each_plugins_distribution_and_version(tmp_path):
+    store = RunStore(tmp_path / "r.db")
+    local = {"kind": "audio_towers", "name": "mine", "origin": "local file", "source": "/p/plugins/mine.py",
+             "version": None}
+    record(store, fusion="lmf", plugins=[LMF, CONCAT, local])
+    out = merx("show", "run1", "--db", tmp_path / "r.db", env={"COLUMNS": "200"}).stdout
+    plugins = next(line for line in out.splitlines() if line.startswith("plugins: "))
+    assert "fusion:lmf (lowrank-fusion 0.1.0)" in plugins
+    assert "fusion:concat (built-in)" in plugins
+    assert "audio_tower:mine (local: /p/plugins/mine.py)" in plugins
+    assert "quickstart@3f2a9c1d" in out  # the group, as merx compare takes it
 
 
 # -- light start-up and facts stated twice ----------------------------------------------------------

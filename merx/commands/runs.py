@@ -78,12 +78,14 @@ def show_cmd(run_id, as_json, db):
     from rich.table import Table
     from rich.text import Text
 
+    from merx.compare import group_label
     from merx.config import to_toml
 
     out = console()
     out.print(f"[bold]run{run['id']}[/bold] {run['experiment']} — [bold]{run['status']}[/bold]"
               f" ({run['task']}, seed {run['seed']}, {run.get('device') or '?'}); started {run['started_at']}"
-              f", {fmt(run.get('wall_seconds'))} s; config hash {run['config_hash']}")
+              f", {fmt(run.get('wall_seconds'))} s; config hash {run['config_hash']}, group "
+              f"{group_label(run['experiment'], run['group_hash'])}")
     if run.get("error"):
         out.print(Text.assemble(("error: ", "red"), run["error"]))
     if run.get("experiment_file"):
@@ -122,8 +124,12 @@ def show_cmd(run_id, as_json, db):
 
 
 def plugin_label(record: dict) -> str:
-    version = f" {record['version']}" if record.get("version") else ""
-    return f"{record['kind']}:{record['name']} ({record['origin']}{version})"
+    """A plugin a run used, with where it came from: ``fusion:lmf (lowrank-fusion 0.1.0)``."""
+    from merx.hookspecs import KINDS
+    from merx.plugins import provenance_label
+
+    kind = KINDS[record["kind"]].singular if record["kind"] in KINDS else record["kind"]
+    return f"{kind}:{provenance_label(record)}"
 
 
 @click.command("tag")
