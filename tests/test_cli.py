@@ -120,7 +120,27 @@ def test_a_command_from_plugins_dir_is_found(tmp_path):
     assert result.exit_code == 0 and result.stdout == "hello from b_good\n"
 
 
-# -- merx show ------------------------------------------------------------------------------------
+# -- merx runs and merx show ------------------------------------------------------------------------
+
+def test_runs_fits_80_columns_without_cutting_names(tmp_path):
+    store = RunStore(tmp_path / "r.db")
+    record(store)
+    record(store, fusion="cross_attention", seed=1, metrics={"macro_f1": 0.71})
+    record(store, experiment="quickstart_audio", modalities="audio", metrics={"macro_f1": 0.5})
+    store.update_run(1, note="the first")
+    store.tag_run(1, add=["baseline"])
+    for args in ([], ["--sort", "macro_f1"]):
+        result = merx("runs", "--db", tmp_path / "r.db", *args, env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert max(map(len, lines)) <= 80
+        assert "…" not in result.stdout
+        rows = {line.split()[0]: line.split() for line in lines if line.startswith("run") and ":" not in line}
+        assert rows["run1"][1:4] == ["quickstart", "completed", "concat"]
+        assert rows["run2"][1:4] == ["quickstart", "completed", "cross_attention"]
+        assert rows["run3"][1:5] == ["quickstart_audio", "completed", "audio", "only"]
+        assert "run1: baseline — the first" in lines
+
 
 def test_show_names_each_plugins_distribution_and_version(tmp_path):
     store = RunStore(tmp_path / "r.db")

@@ -22,7 +22,7 @@ from merx.commands.output import console, fmt, json_out, metrics_table
 @json_option()
 @db_option()
 def runs_cmd(experiment, status, tag, group, since, until, sort_metric, ascending, limit, as_json, db):
-    """List recent runs, newest first (or best first with --sort METRIC)."""
+    """List recent runs, newest first (or best first with --sort METRIC); `merx show RUN` has the rest."""
     from merx.metrics import higher_is_better
     from merx.store import RunStore
 
@@ -33,33 +33,63 @@ def runs_cmd(experiment, status, tag, group, since, until, sort_metric, ascendin
     if as_json:
         json_out(rows)
         return
-    from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title="runs" + (f", best {sort_metric} first" if sort_metric else ""), title_justify="left")
-    annotated = any(r.get("tags") or r.get("note") for r in rows)
-    cols = ["run", "experiment", "status", "task", "seed", "group", "started", "best/epochs"]
-    cols += [sort_metric] if sort_metric else []
-    cols += ["headline"] + (["tags / note"] if annotated else [])
-    for col in cols:
-        t.add_column(col, justify="right" if col == sort_metric else "left", no_wrap=col in ("run", "group"))
+    out = console()
+    out.print(runs_table(rows, sort_metric))
+    # Below the table, not in a column: free text would squeeze every other column at 80 wide.
     for r in rows:
-        cells = [f"run{r['id']}", r["experiment"], r["status"], r["task"], fmt(r.get("seed")),
-                 (r.get("group_hash") or "")[:8], str(r["started_at"])[:16].replace("T", " "),
-                 f"{fmt(r.get('best_epoch'))}/{fmt(r.get('epochs_run'))}"]
-        cells += [fmt((r.get("metrics") or {}).get(sort_metric))] if sort_metric else []
-        cells += [headline(r.get("metrics") or {})]
-        if annotated:
-            cells += [", ".join(r.get("tags") or []) + (f" — {r['note']}" if r.get("note") else "")]
-        t.add_row(*cells)
-    console().print(t)
+        if r.get("tags") or r.get("note"):
+            out.print(Text.assemble((f"run{r['id']}: ", "bold"), _annotation(r)))
+
+
+def runs_table(rows: list[dict], sort_metric: str | None = None):
+    """The columns that tell runs apart at a glance, narrow enough for 80 columns; `merx show`
+    has the rest (task, group, times, epochs)."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title="runs" + (f", best {sort_metric} first" if sort_metric else ""), title_justify="left",
+              box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    # Names never wrap; the headline gives way first.
+    t.add_column("run", no_wrap=True)
+    t.add_column("experiment", no_wrap=True)
+    t.add_column("status", no_wrap=True)
+    t.add_column("fusion", no_wrap=True)
+    t.add_column("seed", no_wrap=True, justify="right")
+    if sort_metric:
+        t.add_column(sort_metric, justify="right", no_wrap=True)
+    t.add_column("headline")
+    for r in rows:
+        metrics = r.get("metrics") or {}
+        cells = [f"run{r['id']}", r["experiment"], r["status"], _model_cell(r.get("config") or {}), fmt(r.get("seed"))]
+        cells += [fmt(metrics.get(sort_metric))] if sort_metric else []
+        cells += [headline(metrics)]
+        t.add_row(*(Text(c) for c in cells))  # experiment names are text, not rich markup
+    return t
+
+
+def _annotation(run: dict) -> str:
+    return ", ".join(run.get("tags") or []) + (f" — {run['note']}" if run.get("note") else "")
+
+
+def _model_cell(cfg: dict) -> str:
+    """The fusion of a bimodal run, else which modality a single-modality run used."""
+    model = cfg.get("model") or {}
+    modalities = model.get("modalities", "both")
+    if modalities != "both":
+        return f"{modalities} only"
+    return (model.get("fusion") or {}).get("name") or "-"
 
 
 def headline(metrics: dict) -> str:
+    """The (implied) quadrant macro-F1, and on a second line the V/A errors of a regression run."""
     for key in ("macro_f1", "quadrant_macro_f1"):
         if metrics.get(key) is not None:
             maes = [f"{d[0].upper()} MAE {metrics[f'{d}_mae']:.3f}" for d in ("valence", "arousal")
                     if metrics.get(f"{d}_mae") is not None]
-            return ", ".join([f"{key} {metrics[key]:.3f}", *maes])
+            return f"{key} {metrics[key]:.3f}" + ("\n" + ", ".join(maes) if maes else "")
     return "-"
 
 
