@@ -155,6 +155,28 @@ def test_show_names_each_plugins_distribution_and_version(tmp_path):
     assert "quickstart@3f2a9c1d" in out  # the group, as merx compare takes it
 
 
+# -- list-plugins --requirements with a distribution that fails to import ---------------------------
+
+def test_requirements_list_a_broken_distribution_and_say_it_is_broken(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "lowrank_fusion").mkdir(parents=True)
+    (site / "lowrank_fusion" / "__init__.py").write_text("import a_module_nobody_installed\n")
+    info = site / "lowrank_fusion-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lowrank-fusion\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[merx]\nlmf = lowrank_fusion\n")
+    monkeypatch.syspath_prepend(str(site))
+
+    result = merx("list-plugins", "--requirements")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["lowrank-fusion==0.1.0"]
+    assert "# lowrank-fusion==0.1.0 is installed but merx could not load it" in result.stderr
+    assert "a_module_nobody_installed" in result.stderr and "no plugin distributions installed" not in result.stderr
+    table = merx("list-plugins", env={"COLUMNS": "200"}).stdout
+    row = next(line for line in table.splitlines() if "lowrank-fusion 0.1.0" in line)
+    assert "broken: ModuleNotFoundError" in row
+
+
 # -- light start-up and facts stated twice ----------------------------------------------------------
 
 def test_help_imports_no_heavy_library():

@@ -19,14 +19,15 @@ from merx.hookspecs import KINDS
               help="Print a requirements line (dist==version) per installed plugin distribution.")
 def list_plugins_cmd(kind, as_json, requirements):
     """Show installed plugins of every kind: name, origin, settings, description; then every
-    loaded plugin module with the hooks it implements."""
+    loaded plugin module with the hooks it implements, and those that failed to load."""
     from merx.plugins import get_registry
 
     reg = get_registry()
     kinds = [kind] if kind else list(KINDS)
     modules = _modules(reg)
+    broken = reg.broken  # distributions and files that failed to import or to register something
     if requirements:
-        _print_requirements(modules)
+        _print_requirements(modules, broken)
         return
     if as_json:
         hooks_of = {(m["origin"], m["source"]): m["hooks"] for m in modules}
@@ -57,7 +58,7 @@ def list_plugins_cmd(kind, as_json, requirements):
             table.add_row("-", "-", "-", "(none installed)")
         out.print(table)
     if not kind:
-        out.print(_modules_table(modules))
+        out.print(_modules_table(modules, broken))
 
 
 def _modules(reg) -> list[dict]:
@@ -83,10 +84,20 @@ def _requirement(dist: str, version: str | None) -> str:
     return f"{dist}=={version}" if version else dist
 
 
-def _print_requirements(modules: list[dict]) -> None:
-    dists = sorted({(m["source"], m["version"]) for m in modules if m["origin"] == "distribution"})
+def _print_requirements(modules: list[dict], broken: list) -> None:
+    loaded = {(m["source"], m["version"]) for m in modules if m["origin"] == "distribution"}
+    failed: dict[tuple, str] = {}
+    for b in broken:
+        if b.origin == "distribution":
+            failed.setdefault((b.source, b.version), b.error)
+    # A broken distribution is still a requirement of the project: listing it keeps the file
+    # complete, and the comment on stderr says it needs fixing.
+    dists = sorted(loaded | set(failed))
     for dist, version in dists:
         click.echo(_requirement(dist, version))
+    for (dist, version), error in failed.items():
+        what = "some of its plugins were refused" if (dist, version) in loaded else "merx could not load it"
+        click.echo(f"# {_requirement(dist, version)} is installed but {what}: {error}", err=True)
     local = [m["source"] for m in modules if m["origin"] == "local file"]
     if local:
         # On stderr, so that `merx list-plugins --requirements > requirements.txt` stays clean.
@@ -96,19 +107,34 @@ def _print_requirements(modules: list[dict]) -> None:
         click.echo("# no plugin distributions installed (built-ins come with merx)", err=True)
 
 
-def _modules_table(modules: list[dict]):
+def _modules_table(modules: list[dict], broken: list):
     from rich.table import Table
+    from rich.text import Text
 
-    local = any(m["origin"] == "local file" for m in modules)
+    problems: dict[tuple, list[str]] = {}
+    for b in broken:
+        problems.setdefault((b.origin, b.source), []).append(b.error)
+    rows = [(m["origin"], m["source"], m["version"], m["hooks"]) for m in modules]
+    loaded = {(origin, source) for origin, source, _, _ in rows}
+    rows += [(b.origin, b.source, b.version, []) for b in broken if (b.origin, b.source) not in loaded]
+    local = any(origin == "local file" for origin, *_ in rows)
     table = Table(title="plugin modules and the hooks they implement", title_justify="left", expand=False,
                   caption=("local plugin files are code that runs: --no-local-plugins or "
                            "MERX_NO_LOCAL_PLUGINS=1 skips them") if local else None, caption_justify="left")
     table.add_column("module", style="bold")
     table.add_column("origin", style="magenta")
     table.add_column("hooks")
-    for m in modules:
-        origin = {"distribution": f"{m['source']} {m['version'] or ''}".strip(), "local file": "local file"}
-        table.add_row(m["source"], origin.get(m["origin"], m["origin"]), ", ".join(m["hooks"]) or "-")
+    seen = set()
+    for origin, source, version, hooks in rows:
+        if (origin, source) in seen:
+            continue
+        seen.add((origin, source))
+        label = {"distribution": f"{source} {version or ''}".strip(), "local file": "local file"}.get(origin, origin)
+        errors = problems.get((origin, source), [])
+        cell = Text(", ".join(hooks) or ("" if errors else "-"))
+        for error in errors:
+            cell.append("\n" if cell else "").append("broken: ", style="bold red").append(error)
+        table.add_row(source, label, cell)
     return table
 
 
