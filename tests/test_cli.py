@@ -1,5 +1,5 @@
-"""The command line as a whole: one place prints errors, plugin commands, light start-up.
-Real files, real SQLite, the real ``merx`` group."""
+"""The command line as a whole: one place prints errors, plugin commands, narrow terminals,
+hints from the results database. Real files, real SQLite, the real ``merx`` group."""
 
 import subprocess
 import sys
@@ -50,6 +50,37 @@ def test_an_error_is_one_line_on_stderr_with_its_exit_code_and_no_traceback(tmp_
 def test_a_bad_argument_is_a_usage_error_exit_2():
     result = merx("plugin", "check", "data_source", "synthetic")
     assert result.exit_code == 2 and result.stderr.startswith("error: the test kit checks fusion")
+
+
+# -- an unknown plugin: which earlier runs used one of that name ----------------------------------
+
+def test_an_unknown_plugin_names_the_runs_that_used_it_and_how_to_install_it(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "hand.db")
+    record(store, plugins=[CONCAT])
+    record(store, plugins=[CONCAT], seed=1)
+    record(store, fusion="lmf", plugins=[LMF])
+    record(store, fusion="lmf", plugins=[LMF], seed=1)
+    (tmp_path / "exp.toml").write_text('name = "exp"\n')
+
+    result = merx("run", "exp.toml", "--set", "model.fusion.name=lmf", "--db", tmp_path / "hand.db", "--dry-run")
+    assert result.exit_code == 2, result.output
+    error, hint = result.stderr.splitlines()
+    assert error.startswith("error: ") and "'lmf'" in error
+    assert hint == ("hint: runs run3, run4 used fusion 'lmf' from lowrank-fusion 0.1.0: "
+                    "pip install lowrank-fusion==0.1.0")
+    # Commands without --db consult $MERX_DB (or results.db) the same way ...
+    monkeypatch.setenv("MERX_DB", str(tmp_path / "hand.db"))
+    assert "pip install lowrank-fusion==0.1.0" in merx("config", "exp.toml", "--set", "model.fusion.name=lmf").stderr
+    # ... and a name no run used gets no hint.
+    other = merx("config", "exp.toml", "--set", "model.fusion.name=nothing_like_it")
+    assert other.exit_code == 2 and "hint:" not in other.stderr
+
+
+def test_looking_for_a_hint_creates_no_database(tmp_path):
+    (tmp_path / "exp.toml").write_text('name = "exp"\n')
+    result = merx("prepare", "exp.toml", "--set", "model.fusion.name=lmf")
+    assert result.exit_code == 2 and "'lmf'" in result.stderr
+    assert not (tmp_path / "results.db").exists()
 
 
 # -- plugin commands --------------------------------------------------------------------------------
