@@ -90,7 +90,12 @@ def _run_plan(plan, rerun, best_by, dry_run, db):
 
 
 def _parameter_rows(cfg) -> list:
+    """Parameter counts per part of the model ``cfg`` builds: ``merx.pipeline.dry_run`` where
+    this merx has it (it also runs a forward pass), else built here."""
     from merx import pipeline
+
+    if hasattr(pipeline, "dry_run"):
+        return pipeline.dry_run(cfg)
     from merx.models.params import parameter_counts
     from merx.plugins import get_registry
 
