@@ -9,7 +9,8 @@ the plane, knowing a song's quadrant almost fixes its valence/arousal, which is 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,7 +31,7 @@ class Targets(NamedTuple):
     quadrant: np.ndarray
 
     @classmethod
-    def from_songs(cls, songs) -> "Targets":
+    def from_songs(cls, songs) -> Targets:
         """From :class:`merx.data.songs.Song` objects (V/A left out if any song lacks them)."""
         quadrant = np.array([QUADRANTS.index(s.quadrant) for s in songs], dtype=int)
         if all(s.valence is not None and s.arousal is not None for s in songs):

@@ -20,8 +20,8 @@ from __future__ import annotations
 import difflib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,19 +29,18 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from merx.config import LR_PARTS, ConfigError
+from merx.config.settings import LearningRates, SchedulerSettings, TrainSettings
 from merx.data.songs import QUADRANTS
+
 # Device and seeding helpers live in merx.devices; re-exported so a run needs one import.
 from merx.devices import amp_settings, loader_generator, seed_everything, select_device, worker_init_fn
 from merx.early_stopping import EarlyStopping
-from merx.metrics import classification_metrics, metric_names, quadrant_indices, regression_metrics
-
+from merx.errors import TrainingDiverged
+from merx.metrics import classification_metrics, quadrant_indices, regression_metrics
 
 __all__ = ["Trainer", "FitResult", "TrainingDiverged", "evaluate", "loss_fn", "build_optimizer",
            "build_scheduler", "available_monitors", "to_device", "amp_settings", "loader_generator",
            "seed_everything", "select_device", "worker_init_fn"]
-
-
-from merx.errors import TrainingDiverged  # noqa: E402,F401
 
 
 @dataclass
@@ -90,13 +89,14 @@ def available_monitors(task: str) -> list[str]:
     return monitors(task)
 
 
-def build_optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, lr: LearningRates, optimizer: str = "adam",
+                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """Adam or AdamW with one parameter group per non-empty part, each with its own lr."""
     parts = model.parts()
     unknown = sorted(set(parts) - set(LR_PARTS))
     if unknown:
         raise ValueError(f"model.parts() has unknown parts {unknown}; use {', '.join(LR_PARTS)}")
-    groups = [{"name": part, "params": list(parts[part]), "lr": train_cfg["lr"][part]}
+    groups = [{"name": part, "params": list(parts[part]), "lr": lr.of(part)}
               for part in LR_PARTS if parts.get(part)]
     if not groups:
         raise ValueError("model.parts() lists no trainable parameters: there is nothing to train")
@@ -108,19 +108,20 @@ def build_optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.Opti
                          f"(e.g. {', '.join(missing[:3])}): add them to a part, or freeze them "
                          "with requires_grad_(False)")
     optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-    return optimizers[train_cfg["optimizer"]](groups, weight_decay=train_cfg["weight_decay"])
+    if optimizer not in optimizers:
+        raise ValueError(f"unknown optimizer {optimizer!r}: expected {' or '.join(optimizers)}")
+    return optimizers[optimizer](groups, weight_decay=weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict):
-    """StepLR, CosineAnnealingLR over all epochs, or None; stepped once per epoch."""
-    sched = train_cfg["scheduler"]
-    if sched["name"] == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched["step_size"], gamma=sched["gamma"])
-    if sched["name"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_cfg["epochs"])
-    if sched["name"] == "none":
+def build_scheduler(optimizer: torch.optim.Optimizer, scheduler: SchedulerSettings, epochs: int):
+    """StepLR, CosineAnnealingLR over all ``epochs``, or None; stepped once per epoch."""
+    if scheduler.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=scheduler.step_size, gamma=scheduler.gamma)
+    if scheduler.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if scheduler.name == "none":
         return None
-    raise ValueError(f"unknown scheduler {sched['name']!r}: expected step, cosine or none")
+    raise ValueError(f"unknown scheduler {scheduler.name!r}: expected step, cosine or none")
 
 
 # -- evaluation -----------------------------------------------------------------------------
@@ -155,14 +156,14 @@ def evaluate(model: torch.nn.Module, loader, task: str, device: torch.device, am
         predictions = [{"song_id": sid, "true_valence": float(t[0]), "true_arousal": float(t[1]),
                         "pred_valence": float(p[0]), "pred_arousal": float(p[1]),
                         "true_quadrant": QUADRANTS[tq], "pred_quadrant": QUADRANTS[pq]}
-                       for sid, t, p, tq, pq in zip(song_ids, target, out, true_q, pred_q)]
+                       for sid, t, p, tq, pq in zip(song_ids, target, out, true_q, pred_q, strict=True)]
     else:
         probs = torch.softmax(torch.from_numpy(out), dim=1).numpy()
         pred = probs.argmax(axis=1)
         metrics.update(classification_metrics(target, pred))
         predictions = [{"song_id": sid, "true_quadrant": QUADRANTS[int(t)], "pred_quadrant": QUADRANTS[int(p)],
                         "probs": [float(x) for x in pr]}
-                       for sid, t, p, pr in zip(song_ids, target, pred, probs)]
+                       for sid, t, p, pr in zip(song_ids, target, pred, probs, strict=True)]
     return metrics, predictions
 
 
@@ -171,31 +172,31 @@ def evaluate(model: torch.nn.Module, loader, task: str, device: torch.device, am
 class Trainer:
     """Trains ``model`` on ``train_loader``, validating on ``val_loader`` after every epoch.
 
-    ``train_cfg`` is the resolved ``train`` table of an experiment. ``on_epoch(epoch, metrics)``
+    ``settings`` is the experiment's ``[train]`` section. ``on_epoch(epoch, metrics)``
     is called as soon as an epoch is done (the caller stores it, so a crash keeps finished
     epochs). Attributes worth reading after an exception: ``history``, ``early_stopping``."""
 
-    def __init__(self, model: torch.nn.Module, train_loader, val_loader, train_cfg: dict, task: str,
+    def __init__(self, model: torch.nn.Module, train_loader, val_loader, settings: TrainSettings, task: str,
                  device: torch.device, on_epoch: Callable[[int, dict], None] | None = None,
                  progress: bool = True):
         self.model = model.to(device)
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.cfg, self.task, self.device = train_cfg, task, torch.device(device)
+        self.settings, self.task, self.device = settings, task, torch.device(device)
         self.on_epoch, self.progress = on_epoch, progress
 
-        es = train_cfg["early_stopping"]
+        es = settings.early_stopping
         monitors = available_monitors(task)
-        if es["monitor"] not in monitors:
-            close = difflib.get_close_matches(es["monitor"], monitors, n=1)
+        if es.monitor not in monitors:
+            close = difflib.get_close_matches(es.monitor, monitors, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"cannot monitor {es['monitor']!r} for task {task!r}{hint}; "
+            raise ConfigError(f"cannot monitor {es.monitor!r} for task {task!r}{hint}; "
                               f"available: {', '.join(monitors)}", key="train.early_stopping.monitor")
-        self.early_stopping = EarlyStopping(es["monitor"], es["mode"], es["patience"], es["min_delta"])
+        self.early_stopping = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta)
 
-        self.optimizer = build_optimizer(self.model, train_cfg)
-        self.scheduler = build_scheduler(self.optimizer, train_cfg)
+        self.optimizer = build_optimizer(self.model, settings.lr, settings.optimizer, settings.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, settings.scheduler, settings.epochs)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.amp, self.amp_dtype = amp_settings(self.device, train_cfg["amp"])
+        self.amp, self.amp_dtype = amp_settings(self.device, settings.amp)
         # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.history: list[dict] = []
@@ -203,7 +204,7 @@ class Trainer:
 
     def fit(self) -> FitResult:
         """Train until ``epochs`` or early stopping; the model ends with the best epoch's weights."""
-        epochs, monitor = self.cfg["epochs"], self.early_stopping.monitor
+        epochs, monitor = self.settings.epochs, self.early_stopping.monitor
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
         try:
@@ -245,7 +246,7 @@ class Trainer:
     def train_one_epoch(self, epoch: int, bar: Progress | None = None, task_id=None) -> dict[str, float]:
         """One pass over the training data; returns train_loss and the gradient-norm statistics."""
         model, optimizer, scaler = self.model, self.optimizer, self.scaler
-        max_norm = self.cfg["grad_clip"] or math.inf  # 0 = off; clipping at inf just measures the norm
+        max_norm = self.settings.grad_clip or math.inf  # 0 = off; clipping at inf just measures the norm
         model.train()
         loss_sum, seen, pre_norms, post_norms = 0.0, 0, [], []
         for step, batch in enumerate(self.train_loader, start=1):

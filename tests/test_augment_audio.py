@@ -10,6 +10,7 @@ from merx.augment.seeding import generator
 from merx.augment.spectrograms import TrainingMelView
 from merx.augment.variants import precompute_audio_variants
 from merx.config import resolve
+from merx.config.settings import AugmentSettings, Experiment, FeatureSettings
 from merx.data.songs import Song
 from merx.dataset import SongDataset, make_loader
 from merx.features.crop import n_frames
@@ -33,13 +34,12 @@ def polarity(sample_rate: int):
 
 
 def features_cfg(**over):
-    cfg = resolve({"features": {"n_mels": 16, "n_fft": 1024, "hop_length": 256, "duration": 1.0, "workers": 1,
-                                **over}})
-    return cfg["features"]
+    return FeatureSettings(**{**dict(n_mels=16, n_fft=1024, hop_length=256, duration=1.0, workers=1), **over})
 
 
 def audio_items(*tables):
-    return resolve({"augment": {"audio": list(tables)}})["augment"]["audio"]
+    """The ``[[augment.audio]]`` entries of an experiment listing ``tables``, as validation resolves them."""
+    return AugmentSettings.from_table(resolve({"augment": {"audio": list(tables)}})["augment"]).audio
 
 
 def write_song(path, seconds, seed=0):
@@ -61,7 +61,7 @@ def songs(tmp_path):
 
 def training_view(songs, feats, tables, tmp_path, seed=0, strategy="on_the_fly", variants=None):
     fs = extract_features(songs, feats, tmp_path / "cache", workers=1, progress=False)
-    wave, spec = audio_chains(audio_items(*tables), feats["sample_rate"], feats["n_mels"], n_frames(feats))
+    wave, spec = audio_chains(audio_items(*tables), feats.sample_rate, feats.n_mels, n_frames(feats))
     return TrainingMelView(MelView(fs, feats, 1.0), seed, feats, wave, spec, strategy, variants,
                            {s.id: s.audio_path for s in songs})
 
@@ -87,12 +87,14 @@ def test_specaugment_masks_reach_exactly_the_configured_maximum_width_and_never_
 
 def test_masks_wider_than_the_spectrogram_are_rejected_before_training():
     cfg = resolve({"features": {"n_mels": 16}, "augment": {"audio": [{"name": "frequency_mask", "max_width": 20}]}})
+    exp = Experiment.from_config(cfg)
     with pytest.raises(AugmentationError, match=r"augment\.audio\[0\] \(frequency_mask\).*wider than.*16 mel bands"):
-        build_plan(cfg)
+        build_plan(exp.augment, exp.features)
 
 
 def test_a_waveform_step_after_a_spectrogram_step_is_an_error():
-    with pytest.raises(AugmentationError, match=r"augment\.audio\[1\] \(gain\).*list waveform-level augmentations first"):
+    with pytest.raises(AugmentationError,
+                       match=r"augment\.audio\[1\] \(gain\).*list waveform-level augmentations first"):
         audio_chains(audio_items({"name": "time_mask"}, {"name": "gain"}), SR)
 
 
@@ -126,9 +128,9 @@ def test_time_stretch_keeps_the_configured_duration_after_cropping(tmp_path, rat
     stretched = view.power("s", epoch=1)
     assert (stretched.shape[1] > clean_frames) if rate < 1 else (stretched.shape[1] < clean_frames)
     mel = view.get("s", epoch=1)
-    assert mel.shape == (feats["n_mels"], n_frames(feats))
+    assert mel.shape == (feats.n_mels, n_frames(feats))
     if rate > 1:  # shorter than the duration: padded with the floor, as any short clip
-        assert np.all(mel[:, stretched.shape[1]:] == -feats["top_db"])
+        assert np.all(mel[:, stretched.shape[1]:] == -feats.top_db)
 
 
 # -- seeds and workers --------------------------------------------------------------------------
@@ -164,14 +166,14 @@ def test_two_dataloader_workers_never_repeat_each_others_draws(tmp_path, songs):
         for j in range(i + 1, len(parallel)):
             assert not np.array_equal(parallel[i], parallel[j]), (i, j)
     # The draws belong to the song, not to the worker: any worker count gives the same inputs.
-    assert all(np.array_equal(x, y) for x, y in zip(parallel, epoch_inputs(0)))
+    assert all(np.array_equal(x, y) for x, y in zip(parallel, epoch_inputs(0), strict=True))
 
 
 # -- precomputed variants -----------------------------------------------------------------------
 
 def test_precomputed_variants_are_cached_per_seed_and_chosen_per_epoch(tmp_path, songs):
     feats = features_cfg()
-    wave, spec = audio_chains(audio_items(*AUGS), SR, feats["n_mels"], n_frames(feats))
+    wave, spec = audio_chains(audio_items(*AUGS), SR, feats.n_mels, n_frames(feats))
     cache = tmp_path / "cache"
     first = precompute_audio_variants(songs, wave, feats, cache, seed=0, variants=2)
     assert (first.computed, first.hits) == (8, 0)

@@ -64,8 +64,8 @@ def test_validation_and_test_inputs_are_bit_identical_with_and_without_augmentat
             assert same(a, b), (split, a["song_id"])
     # ... while the training split does change, in audio and in text.
     train_plain, train_aug = items(plain["train"]), items(augmented["train"])
-    assert not any(torch.equal(a["mel"], b["mel"]) for a, b in zip(train_plain, train_aug))
-    assert not all(torch.equal(a["text_pooled"], b["text_pooled"]) for a, b in zip(train_plain, train_aug))
+    assert not any(torch.equal(a["mel"], b["mel"]) for a, b in zip(train_plain, train_aug, strict=True))
+    assert not all(torch.equal(a["text_pooled"], b["text_pooled"]) for a, b in zip(train_plain, train_aug, strict=True))
 
 
 def test_same_seed_gives_identical_training_inputs_and_another_seed_different_ones(experiment):
@@ -75,8 +75,9 @@ def test_same_seed_gives_identical_training_inputs_and_another_seed_different_on
     for epoch in (1, 2):
         a, b, c = items(first["train"], epoch), items(again["train"], epoch), items(other["train"], epoch)
         assert all(same(x, y) for x, y in zip(a, b, strict=True))
-        assert not any(torch.equal(x["mel"], z["mel"]) for x, z in zip(a, c))
-    assert not all(torch.equal(x["mel"], y["mel"]) for x, y in zip(items(first["train"], 1), items(first["train"], 2)))
+        assert not any(torch.equal(x["mel"], z["mel"]) for x, z in zip(a, c, strict=True))
+    epoch1, epoch2 = items(first["train"], 1), items(first["train"], 2)
+    assert not all(torch.equal(x["mel"], y["mel"]) for x, y in zip(epoch1, epoch2, strict=True))
 
 
 def test_an_augmented_run_completes_and_records_its_augmentations(experiment, tmp_path):

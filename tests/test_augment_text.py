@@ -11,6 +11,7 @@ from merx.augment.seeding import generator
 from merx.augment.text import wordnet_problem
 from merx.augment.variants import text_variants
 from merx.config import resolve
+from merx.config.settings import AugmentSettings
 from merx.data.songs import Song
 
 LYRICS = """I walk the lonely road tonight
@@ -22,7 +23,8 @@ under golden skies the river runs"""
 
 
 def text_items(*tables):
-    return resolve({"augment": {"text": list(tables)}})["augment"]["text"]
+    """The ``[[augment.text]]`` entries of an experiment listing ``tables``, as validation resolves them."""
+    return AugmentSettings.from_table(resolve({"augment": {"text": list(tables)}})["augment"]).text
 
 
 def augment(table, seed=0, song="s", text=LYRICS):
@@ -59,7 +61,8 @@ def test_any_offline_nlpaug_augmenter_by_name_and_a_clear_refusal_of_the_others(
     out = augment({"name": "nlpaug", "augmenter": "char.OcrAug", "params": {"aug_word_p": 0.5}})
     assert out != LYRICS and out == augment({"name": "nlpaug", "augmenter": "char.OcrAug",
                                              "params": {"aug_word_p": 0.5}})
-    with pytest.raises(AugmentationError, match=r"augment\.text\[0\] \(nlpaug\).*BackTranslationAug.*out of reach offline"):
+    with pytest.raises(AugmentationError,
+                       match=r"augment\.text\[0\] \(nlpaug\).*BackTranslationAug.*out of reach offline"):
         text_chain(text_items({"name": "nlpaug", "augmenter": "word.BackTranslationAug"}))
     with pytest.raises(AugmentationError, match="did you mean 'RandomWordAug'"):
         text_chain(text_items({"name": "nlpaug", "augmenter": "word.RandomWordAg"}))
@@ -92,8 +95,8 @@ def test_missing_wordnet_gives_a_clear_message_before_any_data_is_touched(tmp_pa
 
 
 def test_frozen_tower_embeds_each_lyrics_variant_once_and_caches_it(tmp_path, tiny_bert_dir):
-    from merx.models.text import encode_frozen
-    from merx.pipeline import build, text_variant_inputs
+    from merx.features.text import encode_frozen, text_variant_inputs
+    from merx.pipeline import build
     from merx.plugins import get_registry
 
     cfg = resolve({"model": {"modalities": "text", "text": {"name": "huggingface", "model": tiny_bert_dir,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from merx.config import SCHEMA
+from merx.config.settings import FeatureSettings
 from merx.data.songs import Song
 from merx.features.cache import mel_params_key
 from merx.features.crop import crop, n_frames
@@ -26,11 +26,9 @@ def _numba_cache(request):
 
 
 def cfg(**over):
-    """A resolved-style features table: schema defaults, tiny spectrograms (1 s, 16 mels)."""
-    out = {k: f.default for k, f in SCHEMA["features"].items()}
-    out.update(sample_rate=SR, n_fft=256, hop_length=64, n_mels=16, duration=1.0, workers=1)
-    out.update(over)
-    return out
+    """Feature settings: the schema's defaults, tiny spectrograms (1 s, 16 mels)."""
+    return FeatureSettings(**{**dict(sample_rate=SR, n_fft=256, hop_length=64, n_mels=16, duration=1.0,
+                                     workers=1), **over})
 
 
 def noise(seconds, amplitude=0.3, seed=0):
@@ -51,7 +49,7 @@ def song(sid, path, split="train"):
 # -- lengths, dB scale, padding ---------------------------------------------------------------
 
 def test_n_frames_matches_the_notebooks():
-    assert n_frames({"duration": 30.0, "sample_rate": 22050, "hop_length": 512}) == 1292
+    assert n_frames(FeatureSettings(duration=30.0, sample_rate=22050, hop_length=512)) == 1292
     assert n_frames(cfg()) == 1 + SR // 64
 
 
@@ -171,7 +169,7 @@ def test_melview_random_only_in_training(tmp_path):
     c = cfg(crop="random", duration=0.5)
     fs = extract_features([song("a", write(tmp_path / "a.wav", noise(2)))], c, tmp_path / "cache", progress=False)
     view = MelView(fs, c, 1.0)
-    db = to_db(fs.load_power("a"), 1.0, c["top_db"])
+    db = to_db(fs.load_power("a"), 1.0, c.top_db)
     n = n_frames(c)
     middle = (db.shape[1] - n) // 2
     np.testing.assert_array_equal(view.get("a", train=False), db[:, middle:middle + n])

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from merx.config.settings import HeadSettings, ModelSettings, PluginChoice
 from merx.models.bimodal import BimodalModel, build_model
 from merx.models.fusions import CrossAttentionFusion
 from merx.models.head import Head
@@ -68,10 +69,13 @@ def tiny_bert(tmp_path_factory):
 
 
 def model_cfg(tiny_bert, fusion="concat", modalities="both", freeze=True, max_length=24, audio=None):
-    return {"model": {"modalities": modalities, "audio": dict(audio or SMALL_AUDIO),
-                      "text": {"name": "huggingface", "model": tiny_bert, "freeze": freeze,
-                               "max_length": max_length},
-                      "fusion": {"name": fusion}, "head": {"hidden": [16], "dropout": 0.5}}}
+    return ModelSettings(modalities, PluginChoice.from_table(dict(audio or SMALL_AUDIO)),
+                         PluginChoice("huggingface", {"model": tiny_bert, "freeze": freeze, "max_length": max_length}),
+                         PluginChoice(fusion), HeadSettings(hidden=(16,), dropout=0.5))
+
+
+def build(settings, out_dim=2, registry=None):
+    return build_model(settings, registry or get_registry(), n_mels=N_MELS, n_frames=N_FRAMES, out_dim=out_dim)
 
 
 def make_batch(tower, n, seed=0):
@@ -153,7 +157,7 @@ def test_unfrozen_tower_trains_every_parameter(tiny_bert):
 
 
 def test_frozen_tower_stays_in_eval_mode_under_model_train(tiny_bert):
-    model = build_model(model_cfg(tiny_bert), get_registry(), N_MELS, N_FRAMES, 2)
+    model = build(model_cfg(tiny_bert))
     model.train()
     assert model.audio_tower.training and model.head.training
     assert not model.text_tower.encoder.training
@@ -161,7 +165,7 @@ def test_frozen_tower_stays_in_eval_mode_under_model_train(tiny_bert):
     tokens = model.text_tower.tokenize(LYRICS[:2])
     # BertConfig's dropout is 0.1: in train mode two passes would differ.
     assert torch.equal(model.text_tower(**tokens).pooled, model.text_tower(**tokens).pooled)
-    unfrozen = build_model(model_cfg(tiny_bert, freeze=False), get_registry(), N_MELS, N_FRAMES, 2).train()
+    unfrozen = build(model_cfg(tiny_bert, freeze=False)).train()
     assert unfrozen.text_tower.encoder.training
 
 
@@ -194,7 +198,7 @@ def test_max_length_beyond_the_models_positions_is_refused(tiny_bert):
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_every_fusion_trains_end_to_end(tiny_bert, fusion, batch_size):
     torch.manual_seed(0)
-    model = build_model(model_cfg(tiny_bert, fusion, freeze=False), get_registry(), N_MELS, N_FRAMES, 2)
+    model = build(model_cfg(tiny_bert, fusion, freeze=False))
     assert model.needs_text_sequence == (fusion == "cross_attention")
     batch, _ = make_batch(model.text_tower, batch_size)
     target = torch.rand(batch_size, 2)
@@ -251,13 +255,13 @@ def test_cross_attention_without_pooled_vectors():
 
 def test_audio_only_and_text_only_models(tiny_bert):
     reg = get_registry()
-    audio_only = build_model(model_cfg(tiny_bert, modalities="audio"), reg, N_MELS, N_FRAMES, 4).eval()
+    audio_only = build(model_cfg(tiny_bert, modalities="audio"), 4, reg).eval()
     assert audio_only.text_tower is None and audio_only.fusion is None and not audio_only.needs_text_sequence
     assert audio_only.head.in_dim == SMALL_AUDIO["out_dim"]
     assert audio_only({"mel": torch.randn(2, 1, N_MELS, N_FRAMES)}).shape == (2, 4)
     assert audio_only.parts()["text"] == [] and audio_only.parts()["fusion"] == []
 
-    text_only = build_model(model_cfg(tiny_bert, modalities="text"), reg, N_MELS, N_FRAMES, 2).eval()
+    text_only = build(model_cfg(tiny_bert, modalities="text"), 2, reg).eval()
     assert text_only.audio_tower is None and text_only.head.in_dim == 32
     assert text_only(text_only.text_tower.tokenize(LYRICS[:3])).shape == (3, 2)
     assert text_only.parts()["audio"] == [] and text_only.parts()["text"] == []  # frozen
@@ -293,7 +297,7 @@ def test_encode_frozen_refuses_a_trainable_tower(tiny_bert):
 @pytest.mark.parametrize("fusion", ["concat", "cross_attention"])
 def test_cached_and_live_frozen_text_give_the_same_output(tiny_bert, fusion):
     torch.manual_seed(0)
-    model = build_model(model_cfg(tiny_bert, fusion), get_registry(), N_MELS, N_FRAMES, 2).eval()
+    model = build(model_cfg(tiny_bert, fusion)).eval()
     batch, texts = make_batch(model.text_tower, 3)
     cached = encode_frozen(model.text_tower, texts, keep_sequence=model.needs_text_sequence)
     precomputed = {"mel": batch["mel"], "text_pooled": cached.pooled}
@@ -309,7 +313,7 @@ def test_cached_and_live_frozen_text_give_the_same_output(tiny_bert, fusion):
 # -- counts and plugin contracts --------------------------------------------------------------------
 
 def test_parameter_counts_per_part(tiny_bert):
-    model = build_model(model_cfg(tiny_bert, "combined_attention"), get_registry(), N_MELS, N_FRAMES, 2)
+    model = build(model_cfg(tiny_bert, "combined_attention"))
     rows = {r.part: r for r in parameter_counts(model)}
     assert list(rows) == ["audio", "text", "fusion", "head", "total"]
     assert rows["text"].trainable == 0 and rows["text"].total == count(model.text_tower)
@@ -333,8 +337,9 @@ def test_build_model_goes_through_the_registry_and_checks_plugins(tiny_bert, tmp
         "    return torch.nn.Identity()\n")
     reg = get_registry(reload=True)
     with pytest.raises(PluginBuildError, match="model.fusion: fusion 'sizeless' \\(local: .*out_dim"):
-        build_model(model_cfg(tiny_bert, "sizeless"), reg, N_MELS, N_FRAMES, 2)
+        build(model_cfg(tiny_bert, "sizeless"), 2, reg)
     with pytest.raises(KeyError, match="unknown fusion 'nope'"):
-        build_model(model_cfg(tiny_bert, "nope"), reg, N_MELS, N_FRAMES, 2)
+        build(model_cfg(tiny_bert, "nope"), 2, reg)
     with pytest.raises(ValueError, match="needs a fusion"):
         BimodalModel(torch.nn.Identity(), torch.nn.Identity(), None, Head(4, 2))
+

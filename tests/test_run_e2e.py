@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tiny_experiment import tiny_toml
 
 from merx.cli import cli
 from merx.store import RunStore
-from tiny_experiment import tiny_toml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +45,8 @@ def test_run_records_everything_and_runs_show_display_it(tmp_path, tiny_bert_dir
     assert {"python", "merx", "torch", "transformers", "librosa"} <= set(run["versions"])
     assert {p["name"] for p in run["plugins"]} == {"synthetic", "vggish", "huggingface", "concat"}
     assert run["config"]["model"]["text"]["model"] == tiny_bert_dir
+    # Beside the database, in a folder named after it: not relative to where merx was started.
+    assert run["checkpoint_path"] == str(Path("results.db").resolve().parent / "runs" / "results" / "run1" / "best.pt")
     assert Path(run["checkpoint_path"]).exists()
     preds = RunStore("results.db").get_predictions(1)
     n_test = len([p for p in preds if p["split"] == "test"])
@@ -259,3 +261,4 @@ def test_plugin_returning_a_non_module_is_a_config_error_naming_it(tmp_path, tin
     result = CliRunner().invoke(cli, ["run", str(exp), "--dry-run", "--set", "model.fusion.name=not_a_module"])
     assert result.exit_code == 2
     assert "fusion 'not_a_module'" in result.stderr and "bad.py" in result.stderr and "nn.Module" in result.stderr
+

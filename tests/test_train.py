@@ -11,6 +11,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from merx.config import SCHEMA, ConfigError
+from merx.config.settings import TrainSettings
 from merx.devices import amp_settings, loader_generator, seed_everything, select_device, worker_init_fn
 from merx.early_stopping import EarlyStopping
 from merx.train import Trainer, TrainingDiverged, evaluate
@@ -20,8 +21,8 @@ CPU = torch.device("cpu")
 
 # -- fixtures: real datasets, models and configs ----------------------------------------------
 
-def train_cfg(**over) -> dict:
-    """The resolved ``train`` table with SCHEMA's defaults, then ``over`` (nested dicts merge)."""
+def train_cfg(**over) -> TrainSettings:
+    """The ``[train]`` settings with SCHEMA's defaults, then ``over`` (nested dicts merge)."""
     def defaults(spec):
         return {k: defaults(v) if isinstance(v, dict) else v.default for k, v in spec.items()}
 
@@ -33,7 +34,7 @@ def train_cfg(**over) -> dict:
                 base[k] = v
         return base
 
-    return merge(defaults(SCHEMA["train"]), over)
+    return TrainSettings.from_table(merge(defaults(SCHEMA["train"]), over))
 
 
 class Songs(Dataset):

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class Chain:
         self.recipe = recipe
 
     def __call__(self, x, rng: np.random.Generator):
-        for step, child in zip(self.steps, rng.spawn(len(self.steps))):
+        for step, child in zip(self.steps, rng.spawn(len(self.steps)), strict=True):
             # The coin is the child's first draw: a step's own draws never decide another's coin.
             if child.random() < step.p:
                 x = step.apply(x, child)

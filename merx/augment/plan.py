@@ -1,6 +1,6 @@
-"""An experiment's ``[augment]`` tables -> the chains a run applies to its training songs.
+"""An experiment's ``[augment]`` settings -> the chains a run applies to its training songs.
 
-``build_plan(cfg)`` calls every configured plugin's factory once, before any data is loaded, so
+``build_plan(augment, features)`` calls every configured plugin's factory once, before any data is loaded, so
 that a problem (missing WordNet data, an unknown audiomentations transform, a mask wider than
 the spectrogram, a waveform step listed after a spectrogram step) stops the run at once with
 the config key that caused it.
@@ -8,20 +8,16 @@ the config key that caused it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from merx.augment.chain import Chain, Step
 from merx.augment.text import check_text_augmentation
+from merx.errors import ConfigError
 
-#: Where waveform-level audio augmentations run (``augment.strategy``).
-STRATEGIES = ("precompute", "on_the_fly")
-DEFAULT_STRATEGY = "precompute"
-#: Augmented versions per training song, precomputed (``augment.variants``).
-DEFAULT_VARIANTS = 4
-
-
-
-from merx.errors import ConfigError  # noqa: E402
+if TYPE_CHECKING:
+    from merx.config.settings import AugmentChoice, AugmentSettings, FeatureSettings
 
 
 class AugmentationError(ConfigError):
@@ -41,8 +37,8 @@ class AugmentPlan:
     waveform: Chain
     spectrogram: Chain
     text: Chain
-    strategy: str = DEFAULT_STRATEGY
-    variants: int = DEFAULT_VARIANTS
+    strategy: str
+    variants: int
 
     @property
     def audio(self) -> bool:
@@ -52,29 +48,18 @@ class AugmentPlan:
         return self.audio or bool(self.text)
 
 
-def settings(cfg: dict) -> tuple[str, int]:
-    """``(strategy, variants)`` of ``cfg["augment"]``, defaults where the keys are absent."""
-    aug = cfg.get("augment", {})
-    strategy = aug.get("strategy", DEFAULT_STRATEGY)
-    variants = aug.get("variants", DEFAULT_VARIANTS)
-    if strategy not in STRATEGIES:
-        raise AugmentationError(f"augment.strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}")
-    if isinstance(variants, bool) or not isinstance(variants, int) or variants < 1:
-        raise AugmentationError(f"augment.variants must be a whole number of at least 1, got {variants!r}")
-    return strategy, variants
-
-
-def _steps(kind: str, items: list[dict], context: dict, registry, key: str) -> list[tuple[Step, object]]:
+def _steps(kind: str, items: Sequence[AugmentChoice], context: dict, registry,
+           key: str) -> list[tuple[Step, object]]:
     """Build each configured plugin; ``(Step, the built object)`` in config order."""
     out = []
     for i, item in enumerate(items):
-        where = f"{key}[{i}] ({item['name']})"
+        where = f"{key}[{i}] ({item.name})"
         try:
-            plugin = registry.get(kind, item["name"])
-            obj = plugin.build({k: v for k, v in item.items() if k not in ("name", "p")}, **context)
+            plugin = registry.get(kind, item.name)
+            obj = plugin.build(dict(item.settings), **context)
         except Exception as exc:
             raise AugmentationError(f"{where}: {exc}") from exc
-        out.append((Step(item["name"], float(item.get("p", 1.0)), obj, dict(item), _code_version(plugin)), obj))
+        out.append((Step(item.name, float(item.p), obj, item.as_table(), _code_version(plugin)), obj))
     return out
 
 
@@ -90,9 +75,10 @@ def _code_version(plugin) -> str:
     return f"{plugin.origin}:{plugin.source}:{plugin.version or ''}"
 
 
-def audio_chains(items: list[dict], sample_rate: int, n_mels: int | None = None, n_frames: int | None = None,
-                 registry=None, plugin_dirs: list[str] | None = None) -> tuple[Chain, Chain]:
-    """``(waveform chain, spectrogram chain)`` of ``[[augment.audio]]`` items."""
+def audio_chains(items: Sequence[AugmentChoice], sample_rate: int, n_mels: int | None = None,
+                 n_frames: int | None = None, registry=None,
+                 plugin_dirs: list[str] | None = None) -> tuple[Chain, Chain]:
+    """``(waveform chain, spectrogram chain)`` of the ``[[augment.audio]]`` entries."""
     from merx.augment.audio import level_of
 
     registry, plugin_dirs = _registry(registry, plugin_dirs)
@@ -114,17 +100,17 @@ def audio_chains(items: list[dict], sample_rate: int, n_mels: int | None = None,
         if level == "spectrogram" and first_spectrogram is None:
             first_spectrogram = where
         levels.append(level)
-    wave_items = [item for item, level in zip(items, levels) if level == "waveform"]
-    spec_items = [item for item, level in zip(items, levels) if level == "spectrogram"]
-    wave = Chain([s for (s, _), level in zip(built, levels) if level == "waveform"],
+    wave_items = [item for item, level in zip(items, levels, strict=True) if level == "waveform"]
+    spec_items = [item for item, level in zip(items, levels, strict=True) if level == "spectrogram"]
+    wave = Chain([s for (s, _), level in zip(built, levels, strict=True) if level == "waveform"],
                  recipe=(f"{__name__}._rebuild_audio", "waveform", wave_items, sample_rate, plugin_dirs))
-    spec = Chain([s for (s, _), level in zip(built, levels) if level == "spectrogram"],
+    spec = Chain([s for (s, _), level in zip(built, levels, strict=True) if level == "spectrogram"],
                  recipe=(f"{__name__}._rebuild_audio", "spectrogram", spec_items, sample_rate, plugin_dirs))
     return wave, spec
 
 
-def text_chain(items: list[dict], registry=None, plugin_dirs: list[str] | None = None) -> Chain:
-    """The chain of ``[[augment.text]]`` items."""
+def text_chain(items: Sequence[AugmentChoice], registry=None, plugin_dirs: list[str] | None = None) -> Chain:
+    """The chain of the ``[[augment.text]]`` entries."""
     registry, plugin_dirs = _registry(registry, plugin_dirs)
     built = _steps("text_augmentations", items, {}, registry, "augment.text")
     for i, (step, obj) in enumerate(built):
@@ -135,16 +121,15 @@ def text_chain(items: list[dict], registry=None, plugin_dirs: list[str] | None =
     return Chain([s for s, _ in built], recipe=(f"{__name__}._rebuild_text", items, plugin_dirs))
 
 
-def build_plan(cfg: dict, registry=None) -> AugmentPlan:
-    """Build every augmentation of a resolved config (the checks happen here, before training)."""
+def build_plan(augment: AugmentSettings, features: FeatureSettings, registry=None) -> AugmentPlan:
+    """Build every augmentation of an experiment (the checks happen here, before training);
+    ``features`` gives the sample rate and the spectrogram's size they must fit."""
     from merx.features.crop import n_frames
 
-    strategy, variants = settings(cfg)
-    feats = cfg["features"]
-    wave, spec = audio_chains(cfg["augment"]["audio"], feats["sample_rate"], feats["n_mels"], n_frames(feats),
+    wave, spec = audio_chains(augment.audio, features.sample_rate, features.n_mels, n_frames(features),
                               registry=registry)
-    text = text_chain(cfg["augment"]["text"], registry=registry)
-    return AugmentPlan(wave, spec, text, strategy, variants)
+    text = text_chain(augment.text, registry=registry)
+    return AugmentPlan(wave, spec, text, augment.strategy, augment.variants)
 
 
 def _registry(registry, plugin_dirs):
@@ -164,10 +149,10 @@ def _worker_registry(plugin_dirs):
     return plugins.get_registry()
 
 
-def _rebuild_audio(level: str, items: list[dict], sample_rate: int, plugin_dirs: list[str]) -> Chain:
+def _rebuild_audio(level: str, items: Sequence[AugmentChoice], sample_rate: int, plugin_dirs: list[str]) -> Chain:
     wave, spec = audio_chains(items, sample_rate, registry=_worker_registry(plugin_dirs), plugin_dirs=plugin_dirs)
     return wave if level == "waveform" else spec
 
 
-def _rebuild_text(items: list[dict], plugin_dirs: list[str]) -> Chain:
+def _rebuild_text(items: Sequence[AugmentChoice], plugin_dirs: list[str]) -> Chain:
     return text_chain(items, registry=_worker_registry(plugin_dirs), plugin_dirs=plugin_dirs)

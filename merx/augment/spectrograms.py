@@ -11,14 +11,18 @@ clip's length; the crop/pad that follows gives every epoch the configured durati
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from merx.augment.chain import Chain
 from merx.augment.seeding import generator, pick
+from merx.features.cache import mel_params
 from merx.features.crop import crop
 from merx.features.mel import to_db
+
+if TYPE_CHECKING:
+    from merx.config.settings import FeatureSettings
 
 
 def load_waveform(path: str, sample_rate: int) -> np.ndarray:
@@ -46,12 +50,6 @@ def power_mel(samples: np.ndarray, params: dict) -> np.ndarray:
     return power.astype(np.float32, copy=False)
 
 
-def mel_params(features_cfg: dict) -> dict:
-    from merx.features.cache import MEL_PARAMS
-
-    return {k: int(features_cfg[k]) for k in MEL_PARAMS}
-
-
 class TrainingMelView:
     """``get(song_id, epoch)`` -> float32 ``[n_mels, n_frames]`` for a training song.
 
@@ -60,7 +58,7 @@ class TrainingMelView:
     holds each song's cached versions and each epoch picks one; with "on_the_fly", the song's
     audio (``audio_paths``) is decoded and transformed afresh. Picklable for DataLoader workers."""
 
-    def __init__(self, mel_view, seed: int, features_cfg: dict, waveform: Chain | None = None,
+    def __init__(self, mel_view, seed: int, features: FeatureSettings, waveform: Chain | None = None,
                  spectrogram: Chain | None = None, strategy: str = "precompute", variants=None,
                  audio_paths: dict[str, str] | None = None):
         if waveform and strategy == "precompute" and variants is None:
@@ -69,7 +67,7 @@ class TrainingMelView:
             raise ValueError("waveform augmentations with strategy 'on_the_fly' need the songs' audio paths")
         self.mel_view = mel_view
         self.seed = int(seed)
-        self.params = mel_params(features_cfg)
+        self.params = mel_params(features)
         self.waveform = waveform if waveform else None
         self.spectrogram = spectrogram if spectrogram else None
         self.strategy = strategy

@@ -26,16 +26,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from merx.augment.chain import Chain
 from merx.augment.seeding import generator, song_key
-from merx.augment.spectrograms import load_waveform, mel_params, power_mel
+from merx.augment.spectrograms import load_waveform, power_mel
+from merx.features.cache import mel_params
+
+if TYPE_CHECKING:
+    from merx.config.settings import FeatureSettings
 
 #: Bump when the way variants are computed changes, so old files are not read as new ones.
 RECIPE = 1
@@ -49,8 +53,6 @@ class AudioVariants:
     key: str
     computed: int = 0
     hits: int = 0
-    seconds: float = 0.0
-    folder: Path | None = field(default=None, repr=False)
 
 
 def chain_key(chain: Chain, seed: int) -> str:
@@ -64,7 +66,7 @@ def chain_key(chain: Chain, seed: int) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def precompute_audio_variants(songs, chain: Chain, features_cfg: dict, cache_dir, seed: int, variants: int,
+def precompute_audio_variants(songs, chain: Chain, features: FeatureSettings, cache_dir, seed: int, variants: int,
                               workers: int = 1, progress: bool = False) -> AudioVariants:
     """Compute (or find in the cache) ``variants`` augmented power mel spectrograms per song.
 
@@ -75,10 +77,9 @@ def precompute_audio_variants(songs, chain: Chain, features_cfg: dict, cache_dir
     from merx.features.cache import is_valid, mel_params_key
     from merx.hashing import file_digest
 
-    t0 = time.perf_counter()
-    params = mel_params(features_cfg)
+    params = mel_params(features)
     key = chain_key(chain, seed)
-    folder = Path(cache_dir) / "mel-aug" / mel_params_key(features_cfg) / key
+    folder = Path(cache_dir) / "mel-aug" / mel_params_key(features) / key
     paths: dict[str, list[Path]] = {}
     jobs, hits = [], 0
     for song in songs:
@@ -92,7 +93,7 @@ def precompute_audio_variants(songs, chain: Chain, features_cfg: dict, cache_dir
 
     computed = sum(len(m) for _, _, m in jobs)
     _run(jobs, chain, params, int(seed), workers, progress, hits)
-    return AudioVariants(paths, key, computed, hits, time.perf_counter() - t0, folder)
+    return AudioVariants(paths, key, computed, hits)
 
 
 def _run(jobs, chain, params, seed, workers, progress, hits) -> None:

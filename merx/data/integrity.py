@@ -15,9 +15,8 @@ import unicodedata
 from collections import defaultdict
 
 from merx.data.songs import SPLITS, SongTable
-from merx.hashing import file_digest
-
 from merx.errors import SplitOverlapError  # noqa: F401  (raised here; importable from here)
+from merx.hashing import file_digest
 
 ON_OVERLAP = ("error", "warn")
 

@@ -75,8 +75,6 @@ NEUTRAL = {
 PLACES = ["city", "night", "street", "room", "town", "car", "station", "garden", "highway", "sea"]
 POSITIVE_WORDS = frozenset(w for words in POSITIVE.values() for w in words)
 NEGATIVE_WORDS = frozenset(w for words in NEGATIVE.values() for w in words)
-ENERGY_WORDS = frozenset(w for words in ENERGY.values() for w in words)
-CALM_WORDS = frozenset(w for words in CALM.values() for w in words)
 
 _TEMPLATES = [
     "{P} {verb} through the {adj} {noun}",
@@ -286,7 +284,7 @@ def make_lyrics(valence: float, arousal: float, rng: np.random.Generator) -> tup
             start = out.index("{")
             slot = out[start + 1:out.index("}", start)]
             fill = {"P": lambda: str(rng.choice(_PRONOUNS)), "place": lambda: str(rng.choice(PLACES))}.get(
-                slot, lambda: word(slot))()
+                slot, lambda slot=slot: word(slot))()
             out = out[:start] + fill + out[out.index("}", start) + 1:]
         return out[0].upper() + out[1:]
 

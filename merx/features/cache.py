@@ -13,25 +13,34 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from merx.config.settings import FeatureSettings
 
 #: The settings that change the extracted array, in key order.
 MEL_PARAMS = ("sample_rate", "n_fft", "hop_length", "n_mels")
 
 
-def mel_params_key(features_cfg: dict) -> str:
+def mel_params(features: FeatureSettings) -> dict[str, int]:
+    """The extraction settings (``MEL_PARAMS``) as plain integers, e.g. for worker processes."""
+    return {k: int(getattr(features, k)) for k in MEL_PARAMS}
+
+
+def mel_params_key(features: FeatureSettings) -> str:
     """Folder name for one set of extraction settings, e.g. ``power-sr22050-fft2048-hop512-mels128``.
 
     "power" names the recipe (power mel, centred frames, librosa's Slaney mel filters); change
     that prefix if the recipe ever changes so old files are not read as new ones."""
-    sr, n_fft, hop, n_mels = (int(features_cfg[k]) for k in MEL_PARAMS)
+    sr, n_fft, hop, n_mels = mel_params(features).values()
     return f"power-sr{sr}-fft{n_fft}-hop{hop}-mels{n_mels}"
 
 
-def mel_dir(cache_dir: str | os.PathLike, features_cfg: dict) -> Path:
+def mel_dir(cache_dir: str | os.PathLike, features: FeatureSettings) -> Path:
     """The folder holding every cached spectrogram extracted with these settings."""
-    return Path(cache_dir) / "mel" / mel_params_key(features_cfg)
+    return Path(cache_dir) / "mel" / mel_params_key(features)
 
 
 def save_atomic(path: Path, array: np.ndarray) -> None:

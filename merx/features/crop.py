@@ -15,15 +15,20 @@ A shorter clip is padded at the end with exactly ``floor``, the value ``to_db`` 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from merx.config.settings import FeatureSettings
 
 STRATEGIES = ("head", "middle", "max_energy", "random")
 
 
-def n_frames(features_cfg: dict) -> int:
+def n_frames(features: FeatureSettings) -> int:
     """Frames of ``duration`` seconds with centred frames: 30 s at 22050 Hz, hop 512 -> 1292."""
-    samples = int(round(features_cfg["duration"] * features_cfg["sample_rate"]))
-    return 1 + samples // int(features_cfg["hop_length"])
+    samples = int(round(features.duration * features.sample_rate))
+    return 1 + samples // int(features.hop_length)
 
 
 def crop(db: np.ndarray, n_frames: int, strategy: str, rng: np.random.Generator | None = None, *,

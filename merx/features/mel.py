@@ -2,7 +2,7 @@
 
 Public API::
 
-    extract_features(songs, features_cfg, cache_dir, workers=None, progress=True) -> FeatureSet
+    extract_features(songs, features, cache_dir, workers=None, progress=True) -> FeatureSet
         Decode every song's audio (librosa, mono, resampled) and cache its full-length float32
         POWER mel spectrogram; failures are recorded per song, the rest go on.
     FeatureSet.load_power(song_id) -> np.ndarray [n_mels, frames]
@@ -11,11 +11,13 @@ Public API::
         reference, the same for every clip).
     train_max_ref(feature_set, train_song_ids) -> float
         The largest power over the TRAINING songs (reads only their cached files).
-    reference_power(feature_set, features_cfg, train_song_ids) -> float
+    reference_power(feature_set, features, train_song_ids) -> float
         ``ref_value`` or ``train_max_ref``, as ``features.ref`` says.
-    MelView(feature_set, features_cfg, ref_power).get(song_id, train=False, rng=None)
+    MelView(feature_set, features, ref_power).get(song_id, train=False, rng=None)
         load -> dB -> crop -> pad: float32 [n_mels, n_frames], what a model sees.
-    n_frames(features_cfg), mel_params_key(features_cfg)   (from crop.py and cache.py)
+    n_frames(features), mel_params_key(features)   (from crop.py and cache.py)
+
+``features`` is the experiment's ``merx.config.settings.FeatureSettings``.
 
 The notebooks' flaws this makes impossible: every clip shares one dB reference (no per-clip
 ``ref=np.max``), padding is the floor of that scale (never 0 dB), and longer clips are cut by a
@@ -25,17 +27,20 @@ chosen strategy instead of always keeping the first 30 s.
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from merx.data.songs import Failure, Song
-from merx.hashing import file_digest
-from merx.features.cache import MEL_PARAMS, is_valid, mel_dir, mel_params_key, save_atomic
+from merx.features.cache import is_valid, mel_dir, mel_params, mel_params_key, save_atomic
 from merx.features.crop import crop, n_frames
+from merx.hashing import file_digest
+
+if TYPE_CHECKING:
+    from merx.config.settings import FeatureSettings
 
 __all__ = ["FeatureSet", "MelView", "extract_features", "mel_params_key", "n_frames", "reference_power",
            "to_db", "train_max_ref"]
@@ -56,8 +61,6 @@ class FeatureSet:
     failures: list[Failure] = field(default_factory=list)
     hits: int = 0
     computed: int = 0
-    seconds: float = 0.0
-    params_key: str = ""
 
     def load_power(self, song_id: str) -> np.ndarray:
         """The song's full-length power mel spectrogram, float32 ``[n_mels, frames]``."""
@@ -71,22 +74,21 @@ class FeatureSet:
 
 # -- extraction -----------------------------------------------------------------------------
 
-def extract_features(songs: list[Song], features_cfg: dict, cache_dir: str | os.PathLike,
+def extract_features(songs: list[Song], features: FeatureSettings, cache_dir: str | os.PathLike,
                      workers: int | None = None, progress: bool = True) -> FeatureSet:
     """Cache the power mel spectrogram of every song's audio; return where each one is.
 
     A song whose audio cannot be read or decoded, or decodes to no samples, becomes a
     ``Failure(stage="audio")`` with the library's error; the others go on. Files already in the
     cache (same audio bytes, same extraction settings, file loads) are not recomputed.
-    ``workers``: processes (``None`` = ``features_cfg["workers"]``; 0 = one per CPU core; 1 =
+    ``workers``: processes (``None`` = ``features.workers``; 0 = one per CPU core; 1 =
     in this process). Workers are spawned (not forked), so a script calling this with workers > 1
     needs the usual ``if __name__ == "__main__":`` guard. ``progress`` shows a bar on stderr."""
-    t0 = time.perf_counter()
-    workers = _resolve_workers(features_cfg["workers"] if workers is None else workers)
+    workers = _resolve_workers(features.workers if workers is None else workers)
     cache_dir = Path(cache_dir).resolve()
     _use_numba_cache(cache_dir)
-    folder = mel_dir(cache_dir, features_cfg)
-    params = {k: int(features_cfg[k]) for k in MEL_PARAMS}
+    folder = mel_dir(cache_dir, features)
+    params = mel_params(features)
 
     paths: dict[str, Path] = {}
     failures: list[Failure] = []
@@ -125,7 +127,7 @@ def extract_features(songs: list[Song], features_cfg: dict, cache_dir: str | os.
 
     order = {s.id: i for i, s in enumerate(songs)}
     failures.sort(key=lambda f: order.get(f.song_id, len(order)))
-    return FeatureSet(paths, failures, hits, computed, time.perf_counter() - t0, mel_params_key(features_cfg))
+    return FeatureSet(paths, failures, hits, computed)
 
 
 def _use_numba_cache(cache_dir: Path) -> None:
@@ -151,8 +153,14 @@ def _run(jobs: dict, params: dict, workers: int, progress: bool, hits: int):
     if not jobs:
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     n = min(workers, len(jobs))
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -273,13 +281,13 @@ def train_max_ref(feature_set: FeatureSet, train_song_ids) -> float:
     return peak
 
 
-def reference_power(feature_set: FeatureSet, features_cfg: dict, train_song_ids) -> float:
+def reference_power(feature_set: FeatureSet, features: FeatureSettings, train_song_ids) -> float:
     """The reference power ``features.ref`` asks for: ``ref_value``, or the training maximum."""
-    if features_cfg["ref"] == "train_max":
+    if features.ref == "train_max":
         return train_max_ref(feature_set, train_song_ids)
-    if features_cfg["ref"] == "fixed":
-        return float(features_cfg["ref_value"])
-    raise ValueError(f"features.ref must be 'fixed' or 'train_max', got {features_cfg['ref']!r}")
+    if features.ref == "fixed":
+        return float(features.ref_value)
+    raise ValueError(f"features.ref must be 'fixed' or 'train_max', got {features.ref!r}")
 
 
 # -- what the model sees --------------------------------------------------------------------
@@ -289,13 +297,13 @@ class MelView:
 
     Picklable (paths and numbers only), so DataLoader workers can use it."""
 
-    def __init__(self, feature_set: FeatureSet, features_cfg: dict, ref_power: float):
+    def __init__(self, feature_set: FeatureSet, features: FeatureSettings, ref_power: float):
         self.feature_set = feature_set
         self.ref_power = float(ref_power)
-        self.top_db = float(features_cfg["top_db"])
+        self.top_db = float(features.top_db)
         self.floor = -self.top_db
-        self.n_frames = n_frames(features_cfg)
-        self.strategy = features_cfg["crop"]
+        self.n_frames = n_frames(features)
+        self.strategy = features.crop
         to_db(np.ones(1, np.float32), self.ref_power, self.top_db)  # reject a bad reference now, not mid-epoch
 
     def get(self, song_id: str, train: bool = False, rng: np.random.Generator | None = None) -> np.ndarray:

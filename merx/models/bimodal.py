@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from merx.models.head import Head
 from merx.hookspecs import KINDS
+from merx.models.head import Head
 from merx.models.outputs import TowerOutput
 from merx.plugins import PluginBuildError
+
+if TYPE_CHECKING:
+    from merx.config.settings import ModelSettings, PluginChoice
 
 MODALITIES = ("both", "audio", "text")
 
@@ -52,11 +57,6 @@ class BimodalModel(nn.Module):
         return self.text_tower is not None
 
     @property
-    def text_frozen(self) -> bool:
-        """Whether the text tower's outputs can be computed once (``encode_frozen``)."""
-        return self.text_tower is not None and bool(getattr(self.text_tower, "frozen", False))
-
-    @property
     def needs_text_sequence(self) -> bool:
         """Whether the fusion reads token sequences (then precomputed text must keep them)."""
         # A plugin fusion that does not say is assumed to read them: slower, never wrong.
@@ -88,10 +88,6 @@ class BimodalModel(nn.Module):
                 "fusion": _trainable(self.fusion), "head": _trainable(self.head)}
 
 
-def _settings(table: dict) -> dict:
-    return {k: v for k, v in table.items() if k != "name"}
-
-
 def _check_component(obj, kind: str, name: str, attrs: tuple[str, ...]):
     what = f"{KINDS[kind].label} {name!r}"
     if not isinstance(obj, nn.Module):
@@ -103,38 +99,34 @@ def _check_component(obj, kind: str, name: str, attrs: tuple[str, ...]):
     return obj
 
 
-def build_model(cfg: dict, registry, n_mels: int, n_frames: int, out_dim: int,
+def build_model(model: ModelSettings, registry, *, n_mels: int, n_frames: int, out_dim: int,
                 pretrained: bool = True) -> BimodalModel:
-    """Build the model a resolved config describes, every part through the plugin registry.
+    """Build the model ``model`` describes, every part through the plugin registry.
 
-    ``out_dim`` is the number of outputs (2 for valence/arousal, 4 for quadrants);
-    ``pretrained=False`` builds architectures only (dry runs: no weights are loaded)."""
-    m = cfg["model"]
-    modalities = m.get("modalities", "both")
-    if modalities not in MODALITIES:
-        raise ValueError(f"model.modalities must be one of {', '.join(MODALITIES)}; got {modalities!r}")
-
-    def build(kind: str, table: dict, attrs: tuple[str, ...], **context):
-        plugin = registry.get(kind, table["name"])
-        key = KINDS[kind].table
+    ``n_mels``/``n_frames`` size the spectrogram the audio tower reads; ``out_dim`` is the number
+    of outputs (2 for valence/arousal, 4 for quadrants); ``pretrained=False`` builds
+    architectures only (dry runs: no weights are loaded)."""
+    if model.modalities not in MODALITIES:
+        raise ValueError(f"model.modalities must be one of {', '.join(MODALITIES)}; got {model.modalities!r}")
+    def build(kind: str, choice: PluginChoice, attrs: tuple[str, ...], **context):
+        plugin = registry.get(kind, choice.name)
         try:
-            return _check_component(plugin.build(_settings(table), **context), kind, table["name"], attrs)
+            return _check_component(plugin.build(dict(choice.settings), **context), kind, choice.name, attrs)
         except PluginBuildError:
             raise
         except Exception as exc:  # a plugin's own error: name the plugin and the settings to look at
-            raise PluginBuildError(plugin, key, f"{type(exc).__name__}: {exc}") from exc
+            raise PluginBuildError(plugin, KINDS[kind].table, f"{type(exc).__name__}: {exc}") from exc
 
     audio = text = fusion = None
-    if modalities in ("both", "audio"):
-        audio = build("audio_towers", m["audio"], ("out_dim", "seq_dim"), n_mels=n_mels, n_frames=n_frames)
-    if modalities in ("both", "text"):
-        text = build("text_towers", m["text"], ("out_dim", "seq_dim"), pretrained=pretrained)
-    if modalities == "both":
-        fusion = build("fusions", m["fusion"], ("out_dim",), audio_dim=audio.out_dim, text_dim=text.out_dim,
-                       audio_seq_dim=audio.seq_dim, text_seq_dim=text.seq_dim)
+    if model.uses_audio:
+        audio = build("audio_towers", model.audio, ("out_dim", "seq_dim"), n_mels=n_mels, n_frames=n_frames)
+    if model.uses_text:
+        text = build("text_towers", model.text, ("out_dim", "seq_dim"), pretrained=pretrained)
+    if model.modalities == "both":
+        fusion = build("fusions", model.fusion, ("out_dim",), audio_dim=audio.out_dim,
+                       text_dim=text.out_dim, audio_seq_dim=audio.seq_dim, text_seq_dim=text.seq_dim)
         in_dim = fusion.out_dim
     else:
         in_dim = (audio if audio is not None else text).out_dim
-    head_cfg = m.get("head", {})
-    head = Head(in_dim, out_dim, hidden=head_cfg.get("hidden", [100]), dropout=head_cfg.get("dropout", 0.5))
-    return BimodalModel(audio, text, fusion, head, modalities)
+    head = Head(in_dim, out_dim, hidden=model.head.hidden, dropout=model.head.dropout)
+    return BimodalModel(audio, text, fusion, head, model.modalities)

@@ -1,4 +1,7 @@
-"""Text towers on Hugging Face transformers, and one-time encoding of lyrics by a frozen tower."""
+"""Text towers on Hugging Face transformers.
+
+A frozen tower's one-time encoding of lyrics (and its disk cache) is part of the feature stage:
+``merx.features.text``."""
 
 from __future__ import annotations
 
@@ -10,21 +13,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from merx.hashing import text_digest
-from merx.models.fusions import masked_mean
+from merx.errors import MerxError
+from merx.features.text import encode_frozen  # noqa: F401  (merx.testing imports it from here)
+from merx.models.layers import masked_mean
 from merx.models.outputs import TowerOutput
 
 POOLINGS = ("cls", "mean")
 MINILM = "minilm"
 
 
-from merx.errors import MerxError  # noqa: E402
-
-
 class TextModelUnavailable(MerxError, OSError):
-    exit_code = 2
-
     """The configured text model cannot be loaded (not downloaded, wrong path, not a model)."""
+
+    exit_code = 2
 
 
 def _folder_fingerprint(folder: Path) -> str:
@@ -135,7 +136,6 @@ class HuggingFaceTower(nn.Module):
         if commit and from_hub:
             described = f"{described}@{commit}"
 
-        self.model_name = model
         self.pooling = pooling
         self.max_length = max_length
         self.frozen = bool(freeze)
@@ -163,83 +163,3 @@ class HuggingFaceTower(nn.Module):
         mask = attention_mask.bool()
         pooled = hidden[:, 0] if self.pooling == "cls" else masked_mean(hidden, mask)
         return TowerOutput(pooled, hidden, mask)
-
-
-def _cache_folder(cache_dir, identity: str) -> Path:
-    return Path(cache_dir) / "text" / hashlib.sha1(identity.encode()).hexdigest()[:16]
-
-
-def _load_cached(path: Path, keep_sequence: bool):
-    try:
-        item = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError):
-        return None  # missing or half-written: encode again
-    if keep_sequence and "sequence" not in item:
-        return None
-    return item
-
-
-def _save_cached(path: Path, item: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(item, tmp)
-    os.replace(tmp, path)  # atomic: parallel runs never read a half-written file
-
-
-@torch.no_grad()
-def encode_frozen(tower, texts: list[str], batch_size: int = 32, keep_sequence: bool = False,
-                  device="cpu", cache_dir=None) -> TowerOutput:
-    """Run a frozen text tower once over every text; returns stacked CPU tensors.
-
-    pooled ``[N, D]``; with ``keep_sequence`` also sequence ``[N, T, seq_dim]`` and mask
-    ``[N, T]``, where T is the longest real token count (trailing padding is dropped; a
-    fusion that honours the mask gives the same result). Without it sequence and mask are None.
-    Identical texts are encoded once. With ``cache_dir``, each text's output is kept on disk
-    under (tower.identity, sha1 of the text) and reused by later calls and runs. The tower's
-    train/eval mode and device are restored afterwards."""
-    if not getattr(tower, "frozen", True):
-        raise ValueError("encode_frozen: this text tower trains (freeze = false); its outputs change "
-                         "every step, so they cannot be computed once. Run it inside the model instead.")
-    digests = [text_digest(t) for t in texts]
-    items: dict[str, dict] = {}
-    folder = _cache_folder(cache_dir, tower.identity) if cache_dir is not None else None
-    if folder is not None:
-        for d in dict.fromkeys(digests):
-            hit = _load_cached(folder / f"{d}.pt", keep_sequence)
-            if hit is not None:
-                items[d] = hit
-    todo = {d: t for d, t in zip(digests, texts) if d not in items}
-
-    was_training = tower.training
-    first = next(tower.parameters(), None)
-    home = first.device if first is not None else torch.device("cpu")
-    tower.eval().to(device)
-    try:
-        pending = list(todo.items())
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start:start + batch_size]
-            tokens = tower.tokenize([t for _, t in chunk])
-            out = tower(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
-            for i, (d, _) in enumerate(chunk):
-                # clone: a view would keep (and torch.save would write) the whole batch's storage.
-                item = {"pooled": out.pooled[i].float().cpu().clone()}
-                if keep_sequence:
-                    real = out.mask[i].cpu() if out.mask is not None else slice(None)
-                    item["sequence"] = out.sequence[i].float().cpu()[real].clone()
-                items[d] = item
-                if folder is not None:
-                    _save_cached(folder / f"{d}.pt", item)
-    finally:
-        tower.to(home).train(was_training)
-
-    pooled = torch.stack([items[d]["pooled"] for d in digests]) if digests else torch.empty(0, tower.out_dim)
-    if not keep_sequence:
-        return TowerOutput(pooled, None, None)
-    seqs = [items[d]["sequence"] for d in digests]
-    longest = max((s.shape[0] for s in seqs), default=0)
-    sequence = torch.zeros(len(seqs), longest, tower.seq_dim)
-    mask = torch.zeros(len(seqs), longest, dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        sequence[i, :s.shape[0]] = s
-        mask[i, :s.shape[0]] = True
-    return TowerOutput(pooled, sequence, mask)

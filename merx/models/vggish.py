@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from merx.models.fusions import FeatureGate
+from merx.models.layers import FeatureGate
 from merx.models.outputs import TowerOutput
 
 ATTENTION_PLACES = ("none", "hidden", "output")
@@ -72,7 +72,6 @@ class VGGishTower(nn.Module):
         )
         self.out_dim = out_dim
         self.seq_dim = cin
-        self.attention = attention
 
     def forward(self, mel: torch.Tensor) -> TowerOutput:
         fmap = self.features(mel)                     # [B, C, H', W']
