@@ -4,40 +4,24 @@ baselines, and the training numbers."""
 from __future__ import annotations
 
 from merx.compare.subjects import Subject
-from merx.metrics import DEFAULT_PRIMARY, Metric, headline_metrics, metric_names, metrics_for
+from merx.metrics import PRIMARY, Metric, headline_metrics, metric_names, metrics_for
 from merx.metrics import metric as metric_record
 
 #: Metrics tested by default (those a run of the task has).
 DEFAULT_TESTED = {task: headline_metrics(task) for task in ("classification", "regression")}
 
-#: Metrics compare derives from the stored ones (runs store each dimension's MAE, not their mean).
-#: They belong in merx.metrics' registry; until they are there, :func:`record` finds them here.
-DERIVED = {
-    "va_mae": (Metric("va_mae", "regression", False, True, ".4f",
-                      "mean of the valence and arousal MAE"),
-               ("valence_mae", "arousal_mae")),
-}
+#: Metrics that runs recorded by an older merx lack but whose parts they stored: derived from
+#: those (the mean of the two MAEs is the mean over songs of each song's mean error).
+DERIVED = {"va_mae": ("valence_mae", "arousal_mae")}
 
-#: The one metric per task whose test ``merx compare`` reports as confirmatory (``--primary``
-#: picks another). Fixed per task, not read from a run's config: a primary chosen after seeing the
-#: runs, or differing between them, would not be pre-specified. Regression uses the mean of the
-#: valence and arousal MAE rather than their CCC: it is a mean over songs, so each bootstrap
-#: resample is a plain average, defined on every draw, on the labels' own scale; CCC is a
-#: ratio of moments of the whole set, undefined when a resample's values are constant and
-#: skewed on small test sets.
-CONFIRMATORY = {"classification": "macro_f1", "regression": "va_mae"}
+#: The confirmatory metric per task (one home: :data:`merx.metrics.PRIMARY`).
+CONFIRMATORY = PRIMARY
 
 
 def record(name: str) -> Metric | None:
-    """The registry's record of ``name`` (any case, with or without a split prefix), or a
-    :data:`DERIVED` one; None when merx does not know it."""
-    found = metric_record(name)
-    if found is not None:
-        return found
-    key = name.lower()
-    for prefix in ("test_", "val_", "train_"):
-        key = key.removeprefix(prefix)
-    return DERIVED[key][0] if key in DERIVED else None
+    """The registry's record of ``name`` (any case, with or without a split prefix); None when
+    merx does not know it."""
+    return metric_record(name)
 
 
 def higher_is_better(name: str) -> bool | None:
@@ -50,17 +34,15 @@ def primary_candidates(tasks) -> list[str]:
     the tasks report, and the derived ones."""
     names = [CONFIRMATORY[task] for task in sorted(tasks)]
     names += [m.name for task in sorted(tasks) for m in metrics_for(task)]
-    names += [n for n, (rec, _) in DERIVED.items() if rec.task in tasks]
     return list(dict.fromkeys(names))
 
 
 def value_of(stored: dict | None, name: str) -> float | None:
-    """``stored[name]``, derived from its parts for a :data:`DERIVED` metric (the mean of the two
-    MAEs is the mean over songs of the per-song mean error: both average the same songs)."""
+    """``stored[name]``, derived from its parts for a :data:`DERIVED` metric an older run lacks."""
     stored = stored or {}
     if name in stored or name not in DERIVED:
         return stored.get(name)
-    parts = [stored.get(p) for p in DERIVED[name][1]]
+    parts = [stored.get(p) for p in DERIVED[name]]
     return None if any(v is None for v in parts) else sum(parts) / len(parts)
 
 
@@ -75,7 +57,7 @@ def primary_metric(cfg: dict) -> str:
     watched = metric_record(cfg["train"]["early_stopping"]["monitor"])
     if watched is not None and watched.task != "any":
         return watched.name
-    return DEFAULT_PRIMARY[cfg["task"]]
+    return PRIMARY[cfg["task"]]
 
 
 def _metric_order(subjects: list[Subject]) -> list[str]:
