@@ -106,6 +106,16 @@ def test_compare_json_names_the_primary_metric_and_gives_raw_and_holm_adjusted_p
     assert "Primary metric va_mae" in text and "va_mae (primary)" in text
 
 
+def test_primary_option_picks_the_confirmatory_metric_and_refuses_an_unknown_one(real_db):
+    out = json.loads(invoke("compare", "run1", "run3", "--json", "--resamples", 200, "--primary", "valence_mae",
+                            "--db", real_db).output)
+    assert out["primary_metric"] == "valence_mae"
+    assert out["tests"][0]["bootstrap"]["valence_mae"]["role"] == "primary"
+    assert all(e["role"] == "exploratory" for m, e in out["tests"][0]["bootstrap"].items() if m != "valence_mae")
+    bad = invoke("compare", "run1", "run3", "--primary", "macro_f1", "--db", real_db)
+    assert bad.exit_code == 2 and "macro_f1 is a classification metric" in bad.output
+
+
 def test_compare_text_view_and_seed_only_difference(real_db):
     result = invoke("compare", "run1", "run2", "--resamples", 300, "--db", real_db)
     assert result.exit_code == 0, result.output

@@ -19,23 +19,28 @@ from merx.commands.output import console, json_out
               help="Show every config key, plugin and version, not only those that differ.")
 @click.option("--metric", "metrics", multiple=True, metavar="METRIC",
               help="Test this metric (repeatable; default: the task's headline metrics).")
+@click.option("--primary", metavar="METRIC", default=None,
+              help="The confirmatory metric (default: macro_f1 for classification, va_mae for regression); "
+                   "every other test is exploratory and Holm-adjusted.")
 @click.option("--resamples", default=2000, show_default=True, help="Bootstrap resamples per metric.")
 @json_option("The same content as JSON.")
 @db_option()
-def compare_cmd(targets, show_all, metrics, resamples, as_json, db):
+def compare_cmd(targets, show_all, metrics, primary, resamples, as_json, db):
     """What differed between runs or groups, what it changed, and whether the change is real.
 
     TARGETS: run ids (run12), groups (name@3f2a9c1d, @3f2a), experiment names (one group per
     config) or tag:NAME. Shows the config keys that differ, data/plugin/version differences,
     test metrics beside the first target's with baselines, and a paired test: bootstrap
     interval and McNemar for two runs on the same test songs, a t-test across seeds for
-    groups."""
+    groups. One primary metric per task is the confirmatory test; the others are exploratory,
+    their p-values Holm-adjusted over every test shown."""
     from merx.compare import compare, render, resolve_subjects
     from merx.store import RunStore
 
     store = RunStore(db)
     subjects = resolve_subjects(store, list(targets))
-    result = compare(store, subjects, show_all=show_all, metrics=list(metrics) or None, n_resamples=resamples)
+    result = compare(store, subjects, show_all=show_all, metrics=list(metrics) or None, n_resamples=resamples,
+                     primary=primary)
     if as_json:
         json_out(result)
         return
