@@ -4,7 +4,7 @@ Each stage is a function so that ``merx prepare`` can run the first two alone an
 call any of them. Everything a run does is written to the results store as it happens, so a
 crash or Ctrl-C keeps what was finished.
 
-The entry points (``prepare``, ``build``, ``datasets``, ``run``) take the resolved
+The entry points (``prepare``, ``build``, ``datasets``, ``dry_run``, ``run``) take the resolved
 config dict, as the CLI and sweeps hold it, or an :class:`~merx.config.settings.Experiment`;
 they convert once, and each stage below receives only its typed section."""
 
@@ -19,6 +19,10 @@ from pathlib import Path
 from merx.config.settings import Experiment
 from merx.data.songs import Failure, SongTable
 from merx.errors import RunError
+
+#: Lyrics for a dry run's forward pass: two lines of different length, so padding is exercised.
+SAMPLE_LYRICS = ("I walk alone down the empty road tonight",
+                 "Sunshine, sunshine on my face, and the whole town is singing along")
 
 
 def as_experiment(cfg: dict | Experiment) -> Experiment:
@@ -138,6 +142,53 @@ def plugins_used(exp: Experiment, registry) -> list:
         if modality:
             used += [registry.get(kind, item.name) for item in items]
     return used
+
+
+def sample_batch(model, exp: Experiment, batch_size: int = 2) -> dict:
+    """A generated batch of the experiment's shapes (no data is read): a mel spectrogram on the
+    experiment's dB scale, and the text tower's tokens of :data:`SAMPLE_LYRICS`."""
+    import torch
+
+    from merx.features.crop import n_frames
+    from merx.models.contracts import running
+
+    batch = {}
+    if model.uses_audio:
+        g = torch.Generator().manual_seed(0)
+        shape = (batch_size, 1, exp.features.n_mels, n_frames(exp.features))
+        batch["mel"] = -exp.features.top_db * torch.rand(shape, generator=g)  # between the floor and 0 dB
+    if model.uses_text:
+        texts = [SAMPLE_LYRICS[i % len(SAMPLE_LYRICS)] for i in range(batch_size)]
+        tower = model.text_tower
+        # Tokens even for a frozen tower, so that the model runs the tower itself, under its checks.
+        with running(model.plugins.get("text"), "text tower", tower, "tokenize"):
+            tokens = tower.tokenize(texts)
+        batch.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+    return batch
+
+
+def dry_run(cfg: dict | Experiment) -> list:
+    """Build what a run builds, without data: the augmentations, then the model with its
+    architecture only (``pretrained=False``: no weights are loaded, so an experiment naming a hub
+    model works before it was ever downloaded), then ONE forward pass on :func:`sample_batch`.
+
+    Returns the parameter counts per part (``merx.models.params.ParamRow``). A plugin whose
+    code fails or returns the wrong shape raises ``PluginRuntimeError`` naming it."""
+    import torch
+
+    from merx.models.params import parameter_counts
+    from merx.plugins import get_registry
+
+    exp = as_experiment(cfg)
+    registry = get_registry()
+    build_augmentations(exp, registry)  # a missing WordNet or a bad mask width shows here too
+    model = build(exp, registry, pretrained=False).eval()
+    with torch.no_grad():
+        out = model(sample_batch(model, exp, 2))
+    if tuple(out.shape) != (2, exp.out_dim):
+        raise RunError(f"the model returned shape [{', '.join(map(str, out.shape))}] for a batch of 2; "
+                       f"a {exp.task} model must return [2, {exp.out_dim}]", exit_code=1)
+    return parameter_counts(model)
 
 
 # -- run ------------------------------------------------------------------------------------

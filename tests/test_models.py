@@ -343,3 +343,42 @@ def test_build_model_goes_through_the_registry_and_checks_plugins(tiny_bert, tmp
     with pytest.raises(ValueError, match="needs a fusion"):
         BimodalModel(torch.nn.Identity(), torch.nn.Identity(), None, Head(4, 2))
 
+
+
+def test_a_part_breaking_its_contract_at_run_time_names_its_plugin_and_origin(tiny_bert):
+    from merx.errors import PluginRuntimeError
+    from merx.plugins import Plugin
+
+    model = build(model_cfg(tiny_bert)).eval()
+    width = model.fusion.out_dim
+
+    class Squeezing(torch.nn.Module):
+        """Right for every batch size but one: squeeze() drops the batch dimension of a single song."""
+
+        out_dim, needs_sequence = width, False
+
+        def forward(self, audio, text):
+            return torch.cat((audio.pooled, text.pooled), dim=1).squeeze()
+
+    model.fusion = Squeezing()
+    model.plugins["fusion"] = Plugin("fusions", "squeeze", Squeezing, "distribution", "merx-squeeze", "0.2.0",
+                                     "register_fusions")
+    with torch.no_grad():
+        assert model(make_batch(model.text_tower, 3)[0]).shape == (3, 2)
+        with pytest.raises(PluginRuntimeError, match=rf"^fusion 'squeeze' \(distribution merx-squeeze 0.2.0\) "
+                                                     rf"returned shape \[{width}\] from forward; expected "
+                                                     rf"\[batch, out_dim\] = \[1, {width}\].*merx plugin check "
+                                                     rf"fusions squeeze"):
+            model(make_batch(model.text_tower, 1)[0])
+
+    class Bare(torch.nn.Module):
+        out_dim, seq_dim = 8, 4
+
+        def forward(self, mel):
+            return mel.flatten(1)[:, :8]  # a tensor, not a TowerOutput
+
+    model.audio_tower = Bare()  # put together by hand, without the registry: named by its class
+    del model.plugins["audio"]
+    with pytest.raises(PluginRuntimeError, match=r"^the audio tower \(Bare\) returned Tensor from forward; "
+                                                 r"a tower returns merx.api.TowerOutput"):
+        model(make_batch(model.text_tower, 2)[0])

@@ -262,3 +262,78 @@ def test_plugin_returning_a_non_module_is_a_config_error_naming_it(tmp_path, tin
     assert result.exit_code == 2
     assert "fusion 'not_a_module'" in result.stderr and "bad.py" in result.stderr and "nn.Module" in result.stderr
 
+
+
+LOPSIDED_FUSION = '''
+from merx import hookimpl
+
+@hookimpl
+def register_fusions(register):
+    register("lopsided", lopsided)
+    register("crashing", crashing)
+
+def lopsided(audio_dim, text_dim):
+    """Concatenation that loses a column: narrower than the out_dim it declares."""
+    import torch
+
+    class Lopsided(torch.nn.Module):
+        out_dim = audio_dim + text_dim
+        needs_sequence = False
+        def forward(self, audio, text):
+            return torch.cat([audio.pooled, text.pooled], dim=1)[:, 1:]
+    return Lopsided()
+
+def crashing(audio_dim, text_dim):
+    """A fusion whose forward multiplies matrices that do not fit."""
+    import torch
+
+    class Crashing(torch.nn.Module):
+        out_dim = audio_dim
+        needs_sequence = False
+        def forward(self, audio, text):
+            return audio.pooled @ text.pooled
+    return Crashing()
+'''
+
+
+def _write_plugin(tmp_path, name, code) -> Path:
+    (tmp_path / "plugins").mkdir(exist_ok=True)
+    path = tmp_path / "plugins" / name
+    path.write_text(code)
+    return path
+
+
+def test_a_fusion_returning_the_wrong_shape_fails_the_run_with_one_message_naming_it(tmp_path, tiny_bert_dir):
+    plugin = _write_plugin(tmp_path, "lopsided.py", LOPSIDED_FUSION)
+    exp = write_exp(tmp_path, tiny_bert_dir)
+    result = CliRunner().invoke(cli, ["run", str(exp), "--set", "model.fusion.name=lopsided"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "fusion 'lopsided'" in errors[0] and f"local file {plugin}" in errors[0]
+    assert "returned shape [8, 39]" in errors[0] and "[batch, out_dim] = [8, 40]" in errors[0]
+    assert "merx plugin check fusions lopsided" in errors[0]
+    run = RunStore("results.db").get_run(1)
+    assert run["status"] == "failed" and "fusion 'lopsided'" in run["error"] and "PluginRuntimeError" in run["error"]
+
+
+def test_dry_run_runs_one_forward_pass_and_names_a_plugin_that_fails_in_it(tmp_path, tiny_bert_dir):
+    from merx.config import load
+    from merx.errors import PluginRuntimeError
+    from merx.pipeline import dry_run
+
+    plugin = _write_plugin(tmp_path, "lopsided.py", LOPSIDED_FUSION)
+    exp = write_exp(tmp_path, tiny_bert_dir)
+    rows = dry_run(load(exp))
+    assert [r.part for r in rows] == ["audio", "text", "fusion", "head", "total"]
+    with pytest.raises(PluginRuntimeError) as info:
+        dry_run(load(exp, ["model.fusion.name=lopsided"]))
+    message = str(info.value)
+    assert "fusion 'lopsided'" in message and str(plugin) in message and "returned shape [2, 39]" in message
+    assert "merx plugin check fusions lopsided" in message and info.value.exit_code == 1
+    with pytest.raises(PluginRuntimeError, match=r"fusion 'crashing' \(local file .*\) failed in its forward: "
+                                                 r"RuntimeError: .*merx plugin check fusions crashing"):
+        dry_run(load(exp, ["model.fusion.name=crashing"]))
+    # No data was read and nothing recorded: the forward pass ran on a generated batch.
+    assert not Path("results.db").exists() and not (tmp_path / ".merx").exists()

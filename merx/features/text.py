@@ -100,15 +100,23 @@ def encode_frozen(tower, texts: list[str], batch_size: int = 32, keep_sequence: 
 
 
 def encode_texts(model, texts: list[str], device, batch_size: int, cache_dir=None) -> dict:
-    """Text tensors for ``texts``: a frozen tower's outputs computed once, else tokens."""
+    """Text tensors for ``texts``: a frozen tower's outputs computed once, else tokens.
+
+    ``model`` is a ``merx.models.bimodal.BimodalModel``; its text tower is plugin code, so a
+    failure in it is reported as that plugin's (``merx.models.contracts``)."""
+    from merx.models.contracts import running
+
     tower = getattr(model, "text_tower", None)
     if tower is None:
         return {}
+    plugin = getattr(model, "plugins", {}).get("text")
     if tower.frozen:
-        out = encode_frozen(tower, texts, batch_size=batch_size, keep_sequence=model.needs_text_sequence,
-                            device=device, cache_dir=cache_dir)
+        with running(plugin, "text tower", tower, "forward (encoding the lyrics once)"):
+            out = encode_frozen(tower, texts, batch_size=batch_size, keep_sequence=model.needs_text_sequence,
+                                device=device, cache_dir=cache_dir)
         return {"text_pooled": out.pooled, "text_sequence": out.sequence, "text_mask": out.mask}
-    tokens = tower.tokenize(texts)
+    with running(plugin, "text tower", tower, "tokenize"):
+        tokens = tower.tokenize(texts)
     return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
 

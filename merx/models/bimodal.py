@@ -8,12 +8,14 @@ import torch
 from torch import nn
 
 from merx.hookspecs import KINDS
+from merx.models.contracts import check_built, check_fusion_output, check_tower_output, running
 from merx.models.head import Head
 from merx.models.outputs import TowerOutput
 from merx.plugins import PluginBuildError
 
 if TYPE_CHECKING:
     from merx.config.settings import ModelSettings, PluginChoice
+    from merx.plugins import Plugin
 
 MODALITIES = ("both", "audio", "text")
 
@@ -29,10 +31,15 @@ class BimodalModel(nn.Module):
     ``forward(batch)`` reads ``batch["mel"]`` ``[B, 1, n_mels, n_frames]`` when audio is used,
     and for text either ``input_ids``/``attention_mask`` (the text tower runs) or the frozen
     tower's precomputed ``text_pooled`` ``[B, D]`` (plus ``text_sequence``/``text_mask`` when
-    the fusion reads token sequences)."""
+    the fusion reads token sequences).
+
+    ``plugins`` maps a part ("audio", "text", "fusion") to the registry plugin that built it: when
+    that part's code fails or breaks its contract (``merx.models.contracts``), the error names
+    the plugin and where it comes from."""
 
     def __init__(self, audio_tower: nn.Module | None, text_tower: nn.Module | None,
-                 fusion: nn.Module | None, head: nn.Module, modalities: str = "both"):
+                 fusion: nn.Module | None, head: nn.Module, modalities: str = "both",
+                 plugins: dict[str, Plugin] | None = None):
         super().__init__()
         if modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}; got {modalities!r}")
@@ -47,6 +54,7 @@ class BimodalModel(nn.Module):
         self.text_tower = text_tower if modalities != "audio" else None
         self.fusion = fusion if modalities == "both" else None
         self.head = head
+        self.plugins = dict(plugins or {})
 
     @property
     def uses_audio(self) -> bool:
@@ -71,13 +79,28 @@ class BimodalModel(nn.Module):
             return TowerOutput(batch["text_pooled"], sequence, mask)
         if "input_ids" not in batch:
             raise KeyError("batch has no text: expected 'input_ids'/'attention_mask' or 'text_pooled'")
-        return self.text_tower(batch["input_ids"], batch["attention_mask"])
+        ids, tower, plugin = batch["input_ids"], self.text_tower, self.plugins.get("text")
+        with running(plugin, "text tower", tower):
+            out = tower(ids, batch["attention_mask"])
+        return check_tower_output(out, ids.shape[0], tower, plugin, "text tower")
+
+    def _audio(self, mel: torch.Tensor) -> TowerOutput:
+        tower, plugin = self.audio_tower, self.plugins.get("audio")
+        with running(plugin, "audio tower", tower):
+            out = tower(mel)
+        return check_tower_output(out, mel.shape[0], tower, plugin, "audio tower")
+
+    def _fuse(self, audio: TowerOutput, text: TowerOutput) -> torch.Tensor:
+        fusion, plugin = self.fusion, self.plugins.get("fusion")
+        with running(plugin, "fusion", fusion):
+            out = fusion(audio, text)
+        return check_fusion_output(out, audio.pooled.shape[0], fusion, plugin)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        audio = self.audio_tower(batch["mel"]) if self.uses_audio else None
+        audio = self._audio(batch["mel"]) if self.uses_audio else None
         text = self._text(batch) if self.uses_text else None
         if self.modalities == "both":
-            fused = self.fusion(audio, text)
+            fused = self._fuse(audio, text)
         else:
             fused = (audio if audio is not None else text).pooled
         return self.head(fused)
@@ -86,17 +109,6 @@ class BimodalModel(nn.Module):
         """Trainable parameters per part (audio, text, fusion, head), for per-part learning rates."""
         return {"audio": _trainable(self.audio_tower), "text": _trainable(self.text_tower),
                 "fusion": _trainable(self.fusion), "head": _trainable(self.head)}
-
-
-def _check_component(obj, kind: str, name: str, attrs: tuple[str, ...]):
-    what = f"{KINDS[kind].label} {name!r}"
-    if not isinstance(obj, nn.Module):
-        raise TypeError(f"{what} returned {type(obj).__name__}, not a torch.nn.Module")
-    missing = [a for a in attrs if not isinstance(getattr(obj, a, None), int)]
-    if missing:
-        raise TypeError(f"{what} ({type(obj).__name__}) lacks the integer attribute(s) {', '.join(missing)} "
-                        f"that merx needs to size the next layer")
-    return obj
 
 
 def build_model(model: ModelSettings, registry, *, n_mels: int, n_frames: int, out_dim: int,
@@ -108,10 +120,12 @@ def build_model(model: ModelSettings, registry, *, n_mels: int, n_frames: int, o
     architectures only (dry runs: no weights are loaded)."""
     if model.modalities not in MODALITIES:
         raise ValueError(f"model.modalities must be one of {', '.join(MODALITIES)}; got {model.modalities!r}")
-    def build(kind: str, choice: PluginChoice, attrs: tuple[str, ...], **context):
-        plugin = registry.get(kind, choice.name)
+    plugins: dict[str, Plugin] = {}
+
+    def build(part: str, kind: str, choice: PluginChoice, attrs: tuple[str, ...], **context):
+        plugin = plugins[part] = registry.get(kind, choice.name)
         try:
-            return _check_component(plugin.build(dict(choice.settings), **context), kind, choice.name, attrs)
+            return check_built(plugin.build(dict(choice.settings), **context), kind, choice.name, attrs)
         except PluginBuildError:
             raise
         except Exception as exc:  # a plugin's own error: name the plugin and the settings to look at
@@ -119,14 +133,14 @@ def build_model(model: ModelSettings, registry, *, n_mels: int, n_frames: int, o
 
     audio = text = fusion = None
     if model.uses_audio:
-        audio = build("audio_towers", model.audio, ("out_dim", "seq_dim"), n_mels=n_mels, n_frames=n_frames)
+        audio = build("audio", "audio_towers", model.audio, ("out_dim", "seq_dim"), n_mels=n_mels, n_frames=n_frames)
     if model.uses_text:
-        text = build("text_towers", model.text, ("out_dim", "seq_dim"), pretrained=pretrained)
+        text = build("text", "text_towers", model.text, ("out_dim", "seq_dim"), pretrained=pretrained)
     if model.modalities == "both":
-        fusion = build("fusions", model.fusion, ("out_dim",), audio_dim=audio.out_dim,
+        fusion = build("fusion", "fusions", model.fusion, ("out_dim",), audio_dim=audio.out_dim,
                        text_dim=text.out_dim, audio_seq_dim=audio.seq_dim, text_seq_dim=text.seq_dim)
         in_dim = fusion.out_dim
     else:
         in_dim = (audio if audio is not None else text).out_dim
     head = Head(in_dim, out_dim, hidden=model.head.hidden, dropout=model.head.dropout)
-    return BimodalModel(audio, text, fusion, head, model.modalities)
+    return BimodalModel(audio, text, fusion, head, model.modalities, plugins)

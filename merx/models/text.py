@@ -85,6 +85,16 @@ def _architecture_only(source: str, model: str):
         raise
 
 
+def _tokenizer_at_hand(source: str):
+    """The tokenizer if it is on disk (a folder, the packaged MiniLM, the hub cache), else None."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
 class HuggingFaceTower(nn.Module):
     """A transformers encoder (BERT-like) as a text tower.
 
@@ -113,8 +123,8 @@ class HuggingFaceTower(nn.Module):
             if pretrained:
                 self.tokenizer = AutoTokenizer.from_pretrained(source)
                 self.encoder = AutoModel.from_pretrained(source)
-            else:
-                self.tokenizer = None  # architecture only: parameter counts for dry runs
+            else:  # architecture only (dry runs): no weights; the tokenizer only when it is at hand
+                self.tokenizer = _tokenizer_at_hand(source)
                 self.encoder = _architecture_only(source, model)
         except (OSError, ValueError) as exc:  # ValueError: a folder without a usable tokenizer
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -153,6 +163,12 @@ class HuggingFaceTower(nn.Module):
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Token ids and attention mask, padded to and truncated at ``max_length``."""
+        if self.tokenizer is None:
+            # An architecture-only tower whose tokenizer was never downloaded: stand-in ids give
+            # a dry run's forward pass the right shapes; no prediction is made from them.
+            ids = torch.arange(1, self.max_length + 1) % int(self.encoder.config.vocab_size)
+            ids = ids.expand(len(texts), -1).clone()
+            return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         enc = self.tokenizer(list(texts), padding="max_length", truncation=True,
                              max_length=self.max_length, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
