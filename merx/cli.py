@@ -8,7 +8,7 @@ imports neither torch nor SQLAlchemy.
 from __future__ import annotations
 
 import importlib
-import os
+import sys
 import warnings
 
 import click
@@ -51,10 +51,17 @@ class MerxGroup(click.Group):
         self._commands_of = None  # the plugin registry whose commands are attached
         self._plugin_commands: list[str] = []
 
-    def main(self, *args, **kwargs):
+    def main(self, args=None, *rest, **kwargs):
+        from merx.plugins import local_plugins_switched_off
+
         # Before parsing: `merx --help` lists plugin commands, and loading them may warn.
         _plugin_warnings_to_stderr()
-        return super().main(*args, **kwargs)
+        # Read from the raw arguments, not from a parsed option: parsing itself looks up the
+        # subcommand and runs --help's callback, and both load the plugins. Held for this
+        # invocation only, so that a process calling merx several times is not switched for good.
+        switch = _asks_for_no_local_plugins(sys.argv[1:] if args is None else args)
+        with local_plugins_switched_off(switch):
+            return super().main(args, *rest, **kwargs)
 
     def invoke(self, ctx):
         try:
@@ -112,9 +119,16 @@ def _use_plugin_dirs(ctx, param, value):
     set_plugin_dirs(list(value))
 
 
-def _no_local_plugins(ctx, param, value):
-    if value:
-        os.environ["MERX_NO_LOCAL_PLUGINS"] = "1"
+def _asks_for_no_local_plugins(args) -> bool:
+    """Whether ``--no-local-plugins`` is anywhere before ``--``: misplaced after the subcommand
+    it still switches local plugins off (and the subcommand then refuses the option), rather
+    than being noticed only after their code ran."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if str(arg).partition("=")[0] == "--no-local-plugins":
+            return True
+    return False
 
 
 @click.group(cls=MerxGroup)
@@ -122,8 +136,9 @@ def _no_local_plugins(ctx, param, value):
 @click.option("--plugins-dir", multiple=True, type=click.Path(file_okay=False), is_eager=True,
               expose_value=False, callback=_use_plugin_dirs,
               help="Extra folder of local plugin files (besides ./plugins).")
-@click.option("--no-local-plugins", is_flag=True, is_eager=True, expose_value=False, callback=_no_local_plugins,
-              help="Do not load ./plugins or --plugins-dir files.")
+# MerxGroup.main reads this switch before click parses anything; the option is here for --help.
+@click.option("--no-local-plugins", is_flag=True, expose_value=False,
+              help="Do not load ./plugins, --plugins-dir or $MERX_PLUGINS_DIR files.")
 def cli():
     """merx: bimodal (audio + lyrics) music emotion recognition experiments.
 

@@ -17,9 +17,9 @@ installed. The user picks by qualified name, ``"<qualifier>:<name>"``: the distr
 a local file's stem, or ``merx`` for a built-in (``"lowrank-fusion:lmf"``, ``"merx:concat"``).
 
 ``MERX_LOAD_PLUGINS`` (comma-separated plugin names; empty for built-ins only) restricts which
-external plugins load; ``MERX_NO_LOCAL_PLUGINS=1`` switches off local plugin folders. A plugin
-that fails to import or register produces a warning naming it and the error, and an entry in
-:attr:`Registry.broken`; merx goes on.
+external plugins load; ``MERX_NO_LOCAL_PLUGINS=1`` (or :func:`local_plugins_switched_off`)
+switches off local plugin folders. A plugin that fails to import or register produces a
+warning naming it and the error, and an entry in :attr:`Registry.broken`; merx goes on.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,8 @@ class Registry:
         self.pm = pluggy.PluginManager("merx")
         self.pm.add_hookspecs(hookspecs)
         self._origins: dict[int, tuple[str, str, str | None]] = {}
+        #: Whether local plugin folders were switched on when this registry was loaded.
+        self.local_enabled = True
 
     # -- loading ---------------------------------------------------------------------------
     def warn(self, message: str) -> None:
@@ -344,8 +347,37 @@ def _load_entry_points(reg: Registry) -> None:
         reg.add_module(module, "distribution", dist_name, version)
 
 
+NO_LOCAL_PLUGINS = "MERX_NO_LOCAL_PLUGINS"
+
+
+def local_plugins_enabled() -> bool:
+    """False when ``MERX_NO_LOCAL_PLUGINS`` is 1, true or yes."""
+    return os.environ.get(NO_LOCAL_PLUGINS, "").lower() not in {"1", "true", "yes"}
+
+
+@contextmanager
+def local_plugins_switched_off(switch_off: bool = True) -> Iterator[None]:
+    """Within the block, no local plugin folder is loaded; afterwards, as before.
+
+    The switch is the environment variable rather than a module flag so that processes merx
+    starts meanwhile (data-loader workers, which rebuild augmentations and load plugins on
+    their own) inherit it."""
+    if not switch_off:
+        yield
+        return
+    before = os.environ.get(NO_LOCAL_PLUGINS)
+    os.environ[NO_LOCAL_PLUGINS] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(NO_LOCAL_PLUGINS, None)
+        else:
+            os.environ[NO_LOCAL_PLUGINS] = before
+
+
 def local_plugin_dirs(extra: list[str] | None = None) -> list[Path]:
-    if os.environ.get("MERX_NO_LOCAL_PLUGINS", "").lower() in {"1", "true", "yes"}:
+    if not local_plugins_enabled():
         return []
     dirs = [Path.cwd() / "plugins"]
     env_dirs = os.environ.get("MERX_PLUGINS_DIR")
@@ -394,8 +426,11 @@ def set_plugin_dirs(dirs: list[str]) -> None:
 def get_registry(reload: bool = False) -> Registry:
     """The process-wide registry, loaded on first use."""
     global _registry
-    if _registry is None or reload:
+    local = local_plugins_enabled()
+    # A registry loaded before the switch changed would hand out, or lack, local plugins.
+    if _registry is None or reload or _registry.local_enabled != local:
         reg = Registry()
+        reg.local_enabled = local
         _load_builtins(reg)
         _load_entry_points(reg)
         _load_local(reg, local_plugin_dirs(_extra_dirs))

@@ -1,10 +1,12 @@
 """The command line as a whole: one place prints errors, plugin commands, narrow terminals,
 hints from the results database. Real files, real SQLite, the real ``merx`` group."""
 
+import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
 from click.testing import CliRunner
 
 from merx.cli import cli
@@ -149,6 +151,67 @@ def test_a_command_from_plugins_dir_is_found(tmp_path):
     assert merx("hello").exit_code == 2
     result = merx("--plugins-dir", other, "hello")
     assert result.exit_code == 0 and result.stdout == "hello from b_good\n"
+
+
+# -- --no-local-plugins: no code from a plugin folder runs, whatever else is on the line -------------
+
+# Writes a file when imported: the proof that merx ran code from the folder.
+EVIL = "import pathlib\npathlib.Path(__file__).with_name('{name}.ran').write_text('ran')\n"
+
+
+def plugin_folders(tmp_path):
+    """./plugins/evil.py and elsewhere/evil2.py, each leaving a marker beside itself when imported."""
+    markers = []
+    for folder, name in (("plugins", "evil"), ("elsewhere", "evil2")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / f"{name}.py").write_text(EVIL.format(name=name))
+        markers.append(tmp_path / folder / f"{name}.ran")
+    return markers
+
+
+def merx_process(tmp_path, *args, env=()):
+    """`python -m merx ARGS` in its own process, run in tmp_path: nothing cached from other tests."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MERX_")}
+    return subprocess.run([sys.executable, "-m", "merx", *args], cwd=tmp_path, env={**clean, **dict(env)},
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, env", [
+    (["--no-local-plugins", "--help"], {}),
+    (["--help", "--no-local-plugins"], {}),  # click runs --help's callback first: it lists plugin commands
+    (["--plugins-dir", "elsewhere", "--help", "--no-local-plugins"], {}),
+    (["--no-local-plugins", "runz"], {}),
+    (["--no-local-plugins", "--plugins-dir", "elsewhere", "runz"], {}),
+    (["--no-local-plugins", "--bogus"], {}),
+    (["runz", "--no-local-plugins"], {}),  # in the wrong place: still honoured, never read too late
+    (["--no-local-plugins", "list-plugins"], {}),
+    (["--no-local-plugins", "run", "x.toml"], {}),
+    (["--help"], {"MERX_NO_LOCAL_PLUGINS": "1"}),
+    (["--plugins-dir", "elsewhere", "runz"], {"MERX_NO_LOCAL_PLUGINS": "1", "MERX_PLUGINS_DIR": "elsewhere"}),
+])
+def test_no_local_plugins_runs_no_plugin_file_for_any_command(tmp_path, args, env):
+    markers = plugin_folders(tmp_path)
+    result = merx_process(tmp_path, *args, env=env)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert [m.name for m in markers if m.exists()] == []
+
+
+def test_without_the_switch_the_plugin_files_do_run(tmp_path):
+    # The other side of the test above: the marker files do appear when merx loads the folders.
+    markers = plugin_folders(tmp_path)
+    result = merx_process(tmp_path, "--plugins-dir", "elsewhere", "--help")
+    assert result.returncode == 0, result.stderr
+    assert all(m.exists() for m in markers)
+
+
+def test_no_local_plugins_lasts_one_invocation_and_leaves_the_environment_alone(tmp_path):
+    write_plugin(tmp_path, "b_good", GOOD_COMMANDS)
+    assert merx("--no-local-plugins", "hello").exit_code == 2
+    assert "MERX_NO_LOCAL_PLUGINS" not in os.environ
+    # In the same process, the next command without the switch loads ./plugins again.
+    result = merx("hello")
+    assert result.exit_code == 0 and result.stdout == "hello from b_good\n"
+    assert merx("hello", "--no-local-plugins").exit_code == 2  # the cached registry is not reused
 
 
 # -- merx runs and merx show ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -144,6 +145,21 @@ def test_local_plugins_can_be_switched_off(tmp_path, monkeypatch):
     monkeypatch.setenv("MERX_LOAD_PLUGINS", "")
     result = run_cli("list-plugins", "--json", "--kind", "fusions")
     assert "sum_fusion" not in result.stdout and "concat" in result.stdout
+
+
+def test_the_switch_applies_to_a_registry_loaded_before_it(tmp_path, monkeypatch):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "sumfusion.py").write_text(LOCAL_FUSION)
+    assert "sum_fusion" in plugins.get_registry().plugins["fusions"]
+    monkeypatch.setenv("MERX_NO_LOCAL_PLUGINS", "1")
+    assert "sum_fusion" not in plugins.get_registry().plugins["fusions"]
+    with plugins.local_plugins_switched_off(False):
+        assert "sum_fusion" not in plugins.get_registry().plugins["fusions"]
+    monkeypatch.delenv("MERX_NO_LOCAL_PLUGINS")
+    with plugins.local_plugins_switched_off():
+        assert "sum_fusion" not in plugins.get_registry().plugins["fusions"]
+    assert "MERX_NO_LOCAL_PLUGINS" not in os.environ
+    assert "sum_fusion" in plugins.get_registry().plugins["fusions"]
 
 
 def test_plugins_dir_option(tmp_path):
