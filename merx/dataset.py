@@ -8,7 +8,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from merx.augment.seeding import generator, pick
 from merx.data.songs import QUADRANTS
+from merx.errors import PluginRuntimeError
 
+_RAISED = f"{PluginRuntimeError.__module__}.{PluginRuntimeError.__qualname__}: "
+
+
+def _worker_message(message: str) -> str:
+    lines = [line for line in message.splitlines() if line.startswith(_RAISED)]
+    return lines[-1][len(_RAISED):] if lines else message
 
 class SongDataset(Dataset):
     """One item per song: mel spectrogram, text inputs, target.
@@ -83,7 +90,12 @@ class EpochLoader:
         self.epoch += 1
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
-        return iter(self.loader)
+        try:
+            yield from self.loader
+        except PluginRuntimeError as exc:
+            # From a worker process, torch re-raises it with the worker's whole traceback as its
+            # message; the plugin's own one line is the traceback's last.
+            raise PluginRuntimeError(_worker_message(str(exc))) from None
 
     def __len__(self) -> int:
         return len(self.loader)

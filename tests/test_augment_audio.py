@@ -211,3 +211,35 @@ def test_a_chain_sent_to_another_process_is_rebuilt_from_its_config_even_with_a_
     y = np.linspace(-0.5, 0.5, SR, dtype=np.float32)
     assert np.array_equal(copy(y, generator(3, "waveform", 0, "s0")), wave(y, generator(3, "waveform", 0, "s0")))
     assert np.array_equal(copy.steps[0].apply(y, None), -y)
+
+
+BROKEN_MASK_PLUGIN = '''
+from merx import hookimpl
+
+@hookimpl
+def register_audio_augmentations(register):
+    register("broken_mask", broken_mask)
+
+def broken_mask():
+    """A spectrogram mask with a bug: it indexes past the last mel band."""
+    from merx.augment import spectrogram
+    return spectrogram(lambda db, rng: db[db.shape[0] + 5, :])
+'''
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_augmentation_failing_in_training_is_one_line_naming_it_even_from_a_worker(tmp_path, songs, num_workers):
+    from merx.errors import PluginRuntimeError
+    from merx.plugins import get_registry
+
+    (tmp_path / "plugins").mkdir()
+    plugin = tmp_path / "plugins" / "broken_mask.py"
+    plugin.write_text(BROKEN_MASK_PLUGIN)
+    get_registry(reload=True)
+    view = training_view(songs, features_cfg(), [{"name": "broken_mask"}], tmp_path)
+    ds = SongDataset(songs, "classification", view.mel_view, train=True, seed=0, audio_augment=view)
+    loader = make_loader(ds, batch_size=2, shuffle=False, num_workers=num_workers, seed=0)
+    with pytest.raises(PluginRuntimeError) as info:
+        list(loader)
+    assert str(info.value) == (f"audio augmentation 'broken_mask' (local: {plugin}) failed while augmenting a "
+                               f"training song: IndexError: index 21 is out of bounds for axis 0 with size 16")

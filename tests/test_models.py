@@ -365,7 +365,7 @@ def test_a_part_breaking_its_contract_at_run_time_names_its_plugin_and_origin(ti
                                      "register_fusions")
     with torch.no_grad():
         assert model(make_batch(model.text_tower, 3)[0]).shape == (3, 2)
-        with pytest.raises(PluginRuntimeError, match=rf"^fusion 'squeeze' \(distribution merx-squeeze 0.2.0\) "
+        with pytest.raises(PluginRuntimeError, match=rf"^fusion 'squeeze' \(merx-squeeze 0.2.0\) "
                                                      rf"returned shape \[{width}\] from forward; expected "
                                                      rf"\[batch, out_dim\] = \[1, {width}\].*merx plugin check "
                                                      rf"fusions squeeze"):

@@ -21,19 +21,23 @@ from typing import Any
 
 import numpy as np
 
+from merx.errors import PluginRuntimeError
+
 
 @dataclass
 class Step:
     """One augmentation of a chain: ``apply(x, rng) -> x``, used with probability ``p``.
 
     ``config`` is its resolved config table (name, settings, p) and ``version`` where its code
-    came from; both go into cache keys of precomputed variants."""
+    came from; both go into cache keys of precomputed variants. ``label`` names it in errors:
+    ``audio augmentation 'gain' (built-in)``."""
 
     name: str
     p: float
     apply: Callable[[Any, np.random.Generator], Any]
     config: dict = field(default_factory=dict)
     version: str = ""
+    label: str = ""
 
 
 class Chain:
@@ -47,7 +51,11 @@ class Chain:
         for step, child in zip(self.steps, rng.spawn(len(self.steps)), strict=True):
             # The coin is the child's first draw: a step's own draws never decide another's coin.
             if child.random() < step.p:
-                x = step.apply(x, child)
+                try:
+                    x = step.apply(x, child)
+                except Exception as exc:  # the plugin's own code: one line naming it, not a traceback
+                    raise PluginRuntimeError(f"{step.label or step.name} failed while augmenting a training "
+                                             f"song: {type(exc).__name__}: {exc}") from exc
         return x
 
     def __len__(self) -> int:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from merx.augment.chain import Chain, Step
 from merx.augment.text import check_text_augmentation
 from merx.errors import ConfigError
+from merx.hookspecs import KINDS
 
 if TYPE_CHECKING:
     from merx.config.settings import AugmentChoice, AugmentSettings, FeatureSettings
@@ -59,7 +60,8 @@ def _steps(kind: str, items: Sequence[AugmentChoice], context: dict, registry,
             obj = plugin.build(dict(item.settings), **context)
         except Exception as exc:
             raise AugmentationError(f"{where}: {exc}") from exc
-        out.append((Step(item.name, float(item.p), obj, item.as_table(), _code_version(plugin)), obj))
+        label = f"{KINDS[kind].label} {item.name!r} ({plugin.origin_label})"
+        out.append((Step(item.name, float(item.p), obj, item.as_table(), _code_version(plugin), label), obj))
     return out
 
 

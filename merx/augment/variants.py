@@ -36,6 +36,7 @@ import numpy as np
 from merx.augment.chain import Chain
 from merx.augment.seeding import generator, song_key
 from merx.augment.spectrograms import load_waveform, power_mel
+from merx.errors import PluginRuntimeError
 from merx.features.cache import mel_params
 
 if TYPE_CHECKING:
@@ -157,6 +158,8 @@ def _compute(song_id: str, audio_path: str, missing: list, *, chain: Chain, para
         for v, target in missing:
             out = chain(samples.copy(), generator(seed, "waveform", v, song_id))
             save_atomic(Path(target), power_mel(np.asarray(out, dtype=np.float32), params))
+    except PluginRuntimeError as exc:  # already names the augmentation; say which song it was
+        raise PluginRuntimeError(f"{exc} (song {song_id!r}, {audio_path})") from exc
     except Exception as exc:
         raise RuntimeError(f"augmenting song {song_id!r} ({audio_path}) failed: {type(exc).__name__}: {exc}") from exc
 

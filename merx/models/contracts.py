@@ -39,10 +39,8 @@ def failure(plugin: Plugin | None, part: str, module, problem: str) -> PluginRun
     """The error for a part whose code failed: named after its plugin when it came from one."""
     if plugin is None:  # a part put together by hand (notebooks, tests): name its class
         return PluginRuntimeError(f"the {part} ({type(module).__name__}) {problem}")
-    origin = {"distribution": f"distribution {plugin.origin_label}",
-              "local file": f"local file {plugin.source}"}.get(plugin.origin, plugin.origin_label)
     return PluginRuntimeError(
-        f"{KINDS[plugin.kind].label} {plugin.name!r} ({origin}) {problem}. "
+        f"{KINDS[plugin.kind].label} {plugin.name!r} ({plugin.origin_label}) {problem}. "
         f"This is the plugin's own code; diagnose it with `merx plugin check {plugin.kind} {plugin.name}`")
 
 
