@@ -60,32 +60,35 @@ def main():
 
     from merx.augment.plan import audio_chains
     from merx.config import load
+    from merx.config.settings import AugmentChoice, Experiment
     from merx.features.crop import n_frames
     from merx.features.mel import MelView
     from merx.pipeline import prepare
 
     cfg = load(args.config)
-    feats = cfg["features"]
-    prepared = prepare(cfg, progress=True)
+    exp = Experiment.from_config(cfg)
+    feats = exp.features
+    prepared = prepare(exp, progress=True)
     train = prepared.table.split("train")
     mel_view = MelView(prepared.features, feats, prepared.ref_power)
-    wave, spec = audio_chains(AUDIO, feats["sample_rate"], feats["n_mels"], n_frames(feats))
+    wave, spec = audio_chains([AugmentChoice.from_table(t) for t in AUDIO], feats.sample_rate, feats.n_mels,
+                              n_frames(feats))
     paths = {s.id: s.audio_path for s in train}
-    print(f"{len(train)} training songs of <= {cfg['data']['source'].get('duration', '?')} s; "
-          f"{feats['n_mels']} mels, {feats['duration']} s windows; {os.cpu_count()} cores; "
+    print(f"{len(train)} training songs of <= {exp.data.source.settings.get('duration', '?')} s; "
+          f"{feats.n_mels} mels, {feats.duration} s windows; {os.cpu_count()} cores; "
           f"{args.variants} variants; one-off costs spread over {args.epochs} epochs", flush=True)
 
     if not args.skip_audio:
-        audio_costs(args, cfg, prepared, train, mel_view, wave, spec, paths)
-    text_and_model_costs(args, cfg, prepared, train)
+        audio_costs(args, exp, train, mel_view, wave, spec, paths)
+    text_and_model_costs(args, exp, prepared, train)
 
 
-def audio_costs(args, cfg, prepared, train, mel_view, wave, spec, paths):
+def audio_costs(args, exp, train, mel_view, wave, spec, paths):
     from merx.augment.spectrograms import TrainingMelView
     from merx.augment.variants import precompute_audio_variants
     from merx.dataset import SongDataset
 
-    feats, seed, bs = cfg["features"], cfg["seed"], cfg["train"]["batch_size"]
+    feats, seed, bs = exp.features, exp.seed, exp.train.batch_size
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         one_off = {}
@@ -98,7 +101,7 @@ def audio_costs(args, cfg, prepared, train, mel_view, wave, spec, paths):
                   f"{one_off[workers]:.1f} s ({variants.computed} spectrograms)", flush=True)
 
         def ds(view):
-            return SongDataset(train, cfg["task"], mel_view, train=True, seed=seed, audio_augment=view)
+            return SongDataset(train, exp.task, mel_view, train=True, seed=seed, audio_augment=view)
 
         spec_only = TrainingMelView(mel_view, seed, feats, None, spec)
         pre = TrainingMelView(mel_view, seed, feats, wave, spec, "precompute", variants)
@@ -120,14 +123,15 @@ def audio_costs(args, cfg, prepared, train, mel_view, wave, spec, paths):
 
 
 
-def text_and_model_costs(args, cfg, prepared, train):
+def text_and_model_costs(args, exp, prepared, train):
     from merx.augment.plan import text_chain
     from merx.augment.variants import text_variants
+    from merx.config.settings import AugmentChoice
 
-    seed, bs = cfg["seed"], cfg["train"]["batch_size"]
+    seed, bs = exp.seed, exp.train.batch_size
     encode_t = None
     t0 = time.perf_counter()
-    chain = text_chain(TEXT)
+    chain = text_chain([AugmentChoice.from_table(t) for t in TEXT])
     texts = text_variants(train, chain, seed, args.variants)
     texts_t = time.perf_counter() - t0
     model_epoch = None
@@ -135,23 +139,25 @@ def text_and_model_costs(args, cfg, prepared, train):
         import torch
 
         from merx.dataset import make_loader
-        from merx.pipeline import build, datasets, text_variant_inputs
+        from merx.features.text import text_variant_inputs
+        from merx.pipeline import build, datasets
         from merx.plugins import get_registry
         from merx.train import Trainer
 
         torch.manual_seed(seed)
-        model = build(cfg, get_registry())
+        model = build(exp, get_registry())
         t0 = time.perf_counter()
         text_variant_inputs(model, train, texts, "cpu", 32, cache_dir=None)
         encode_t = time.perf_counter() - t0
-        data = datasets(cfg, prepared, model, "cpu")
+        data = datasets(exp, prepared, model, "cpu")
         loader = make_loader(data["train"], bs, shuffle=True, num_workers=0, seed=seed)
-        trainer = Trainer(model, loader, loader, cfg["train"], cfg["task"], torch.device("cpu"), progress=False)
+        trainer = Trainer(model, loader, loader, exp.train, exp.task, torch.device("cpu"), progress=False)
         t0 = time.perf_counter()
         trainer.train_one_epoch(1)
         model_epoch = time.perf_counter() - t0
 
-    print(f"text: {args.variants} nlpaug variants of {len(train)} lyrics: {texts_t:.1f} s once (nlpaug import included)")
+    print(f"text: {args.variants} nlpaug variants of {len(train)} lyrics: {texts_t:.1f} s once "
+          "(nlpaug import included)")
     if encode_t is not None:
         print(f"text: frozen encoder over {args.variants} x {len(train)} variant lyrics: {encode_t:.1f} s once")
     if model_epoch is not None:

@@ -12,18 +12,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from merx.config import SCHEMA
+from merx.config.settings import FeatureSettings
 from merx.data.songs import Song
 from merx.features.mel import extract_features
 
 
-def defaults():
-    return {k: v.default for k, v in SCHEMA["features"].items()}
-
-
 def main():
     rng = np.random.default_rng(0)
-    cfg = {**defaults(), "workers": 1}
+    cfg = FeatureSettings(workers=1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for seconds in (8, 30):

@@ -33,7 +33,10 @@ def main():
         sets = ["--set", f"data.source.n_songs={args.songs}"]
         first, out1 = timed(["prepare", str(exp), *sets], tmp)
         second, out2 = timed(["prepare", str(exp), *sets], tmp)
-    line = lambda out: next((l for l in out.splitlines() if l.startswith("features:")), "")
+
+    def line(out):
+        return next((x for x in out.splitlines() if x.startswith("features:")), "")
+
     print(f"songs: {args.songs}; cores: {os.cpu_count()}")
     print(f"first  merx prepare: {first:6.1f} s  ({line(out1)})")
     print(f"second merx prepare: {second:6.1f} s  ({line(out2)})")

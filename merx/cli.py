@@ -19,6 +19,7 @@ from merx.errors import MerxError
 
 def _plugin_warnings_to_stderr() -> None:
     """Show plugin problems as one readable line each, not as python warnings with tracebacks."""
+    from merx.commands.output import clean
     from merx.plugins import PluginWarning
 
     original = warnings.showwarning
@@ -27,7 +28,7 @@ def _plugin_warnings_to_stderr() -> None:
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, PluginWarning):
-            click.echo(click.style("warning: ", fg="yellow") + str(message), err=True)
+            click.echo(click.style("warning: ", fg="yellow") + clean(message), err=True)
         else:
             original(message, category, filename, lineno, file, line)
 
@@ -36,10 +37,15 @@ def _plugin_warnings_to_stderr() -> None:
 
 
 def report_error(exc: MerxError) -> None:
-    """How every MerxError reaches the user: one ``error:`` line, and a ``hint:`` line if it has one."""
-    click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
+    """How every MerxError reaches the user: one ``error:`` line, and a ``hint:`` line if it has one.
+
+    Both are cleaned of control characters: messages quote file names, experiment names and
+    whatever else the user or the results database supplied."""
+    from merx.commands.output import clean
+
+    click.echo(click.style("error: ", fg="red", bold=True) + clean(exc), err=True)
     if exc.hint:
-        click.echo(click.style("hint: ", fg="cyan") + exc.hint, err=True)
+        click.echo(click.style("hint: ", fg="cyan") + clean(exc.hint), err=True)
 
 
 class MerxGroup(click.Group):

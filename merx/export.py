@@ -13,6 +13,9 @@ Tables of records (``rows``):
 CSV writes each value as Python prints it (floats round-trip exactly), an empty cell for a
 missing value, and lists (tags, config lists) as JSON text. JSON writes the same records with
 their native types. :func:`read_csv` reads a CSV export back into the same records.
+
+Markdown and LaTeX tables escape what the user named (labels, config values) for their
+format, and every table loses control characters.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ import csv
 import io
 import json
 import math
-from typing import Iterable, TextIO
+import re
+from collections.abc import Iterable
+from typing import TextIO
 
+from merx.commands.output import clean
 from merx.data.songs import QUADRANTS
 
 KINDS = ("runs", "metrics", "baselines", "epochs", "predictions")
@@ -178,15 +184,11 @@ def markdown_table(subjects, metrics: list[str] | None = None, digits: int = 4) 
     seeds for a group); the best value of each metric in bold."""
     keys, metrics, rows_ = comparison_rows(subjects, metrics)
     best = {m: _best(rows_, m) for m in metrics}
-
-    def esc(text: str) -> str:
-        return str(text).replace("|", "\\|")
-
     head = ["model", "runs", *keys, *metrics]
-    lines = ["| " + " | ".join(esc(h) for h in head) + " |",
+    lines = ["| " + " | ".join(markdown_escape(h) for h in head) + " |",
              "|" + "|".join(["---"] * (2 + len(keys)) + ["---:"] * len(metrics)) + "|"]
     for i, r in enumerate(rows_):
-        cells = [esc(r["label"]), str(r["n"]), *(esc(r["keys"][k]) for k in keys)]
+        cells = [markdown_escape(r["label"]), str(r["n"]), *(markdown_escape(r["keys"][k]) for k in keys)]
         for m in metrics:
             v = _value(r["metrics"][m], digits, " ± ")
             cells.append(f"**{v}**" if i in best[m] else v)
@@ -194,12 +196,25 @@ def markdown_table(subjects, metrics: list[str] | None = None, digits: int = 4) 
     return "\n".join(lines) + "\n"
 
 
+# Every character that can open Markdown (CommonMark, GitHub's tables, strikethrough and $math$)
+# or inline HTML; "_" only where it can start or end emphasis, so model_name stays readable.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>|~&$]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+
+
+def markdown_escape(text) -> str:
+    """``text`` as literal Markdown in a table cell: on one line, without control characters,
+    every character that Markdown or HTML would read backslash-escaped."""
+    one_line = " ".join(clean(text).split("\n")).replace("\t", " ")
+    return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(), one_line)
+
+
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
+    """``text`` as literal LaTeX, on one line and without control characters."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in " ".join(clean(text).split("\n")))
 
 
 def latex_table(subjects, metrics: list[str] | None = None, digits: int = 4) -> str:

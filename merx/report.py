@@ -98,8 +98,16 @@ def learning_curves(runs: list[dict]):
             ax.legend(fontsize=7)
     if any(v for ax in [axes[1, 0]] for line in ax.get_lines() for v in line.get_ydata() if v):
         axes[1, 0].set_yscale("log")
-    fig.suptitle(_title(runs) + " — dotted: best epoch (weights restored for the test)", fontsize=11)
+    fig.suptitle(_figure_text(_title(runs)) + " — dotted: best epoch (weights restored for the test)", fontsize=11)
     return fig
+
+
+def _figure_text(text: str) -> str:
+    """User text for a matplotlib label: a pair of ``$`` would start mathtext, which draws
+    ``$x$`` as math and fails on ``$\\foo$``; control characters have no glyph."""
+    from merx.commands.output import clean
+
+    return clean(text).replace("$", r"\$")
 
 
 def _title(runs: list[dict]) -> str:

@@ -272,24 +272,28 @@ def summary(store, result: SweepResult, metric: str | None = None) -> dict:
 
 
 def render_summary(table: dict, console) -> None:
-    """The summary as a rich table, the best cell marked."""
+    """The summary as a rich table, the best cell marked. Cell labels quote config values, and
+    metric names come from the command line: text, never markup."""
     from rich.text import Text
 
+    from merx.commands.output import plain
     from merx.compare import format_summary, titled_table
 
-    direction = {True: "higher is better", False: "lower is better", None: "direction unknown"}[table["higher_is_better"]]
+    direction = {True: "higher is better", False: "lower is better",
+                 None: "direction unknown"}[table["higher_is_better"]]
     t = titled_table(f"sweep summary: mean ± std over seeds; best by {table['metric']} ({direction})")
     t.add_column("")
     t.add_column("cell")
     t.add_column("runs")
     for m in table["columns"]:
-        t.add_column(m, justify="right", style="bold" if m == table["metric"] else None)
+        t.add_column(plain(m), justify="right", style="bold" if m == table["metric"] else None)
     for i, row in enumerate(table["cells"]):
         runs = []
         for r in row["runs"]:
             name = r["run"] or "-"
             runs.append(name + {"skipped": " (done before)", "failed": " (failed)"}.get(r["status"], ""))
         best = i == table["best"]
-        t.add_row(Text("★ best" if best else "", style="bold green"), Text(row["cell"], style="bold" if best else None),
-                  ", ".join(runs), *(format_summary(row["metrics"][m], interval=False) for m in table["columns"]))
+        t.add_row(Text("★ best" if best else "", style="bold green"), plain(row["cell"], "bold" if best else None),
+                  plain(", ".join(runs)),
+                  *(format_summary(row["metrics"][m], interval=False) for m in table["columns"]))
     console.print(t)

@@ -7,8 +7,19 @@ import pytest
 
 from merx.baselines import HOLE, Targets, compute_baselines, majority_quadrant, quadrant_centre_va, random_va
 from merx.data.songs import Song
-from merx.metrics import (METRICS, classification_metrics, confusion_matrix, higher_is_better, metric,
-                          metric_names, metrics_for, mode_for, monitors, quadrant_indices, regression_metrics)
+from merx.metrics import (
+    METRICS,
+    classification_metrics,
+    confusion_matrix,
+    higher_is_better,
+    metric,
+    metric_names,
+    metrics_for,
+    mode_for,
+    monitors,
+    quadrant_indices,
+    regression_metrics,
+)
 
 # columns: valence, arousal. Implied quadrants: true Q2 Q1 Q3 Q4, predicted Q2 Q1 Q3 Q3.
 Y_TRUE = [[0.2, 0.8], [0.7, 0.9], [0.1, 0.3], [0.9, 0.2]]

@@ -11,6 +11,7 @@ from PIL import Image
 from merx.cli import cli
 from merx.config import apply_sets, config_hash, resolve
 from merx.store import RunStore
+
 from tiny_experiment import tiny_raw as _tiny_raw
 
 

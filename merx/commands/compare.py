@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from merx.commands.options import STATUSES, db_option, json_option
-from merx.commands.output import console, json_out
+from merx.commands.output import clean, console, json_out, plain
 
 
 @click.command("compare")
@@ -67,10 +67,12 @@ def report_cmd(target, out_dir, db):
     subject = subjects[0]
     out = out_dir or f"reports/{subject.label.replace('@', '-')}"
     report = write_report(store, subject.runs, out)
+    from rich.text import Text
+
     out = console()
     for name, path in report.plots.items():
-        out.print(f"{name}: {path}")
-    out.print(f"open [bold]{report.html}[/bold] in a browser")
+        out.print(plain(f"{name}: {path}"))
+    out.print(Text.assemble("open ", plain(report.html, "bold"), " in a browser"))
 
 
 @click.command("export")
@@ -114,11 +116,12 @@ def export_cmd(targets, what, fmt, out, metrics, experiment, tag, status, db):
         ids = sorted({i for s in subjects for i in s.ids})
         text = export.dumps(export.rows(store, what, ids), fmt)
     if out is None:
-        click.echo(text, nl=False)
+        # Printed, so without control characters; --out FILE keeps the records as stored.
+        click.echo(clean(text), nl=False)
         return
     with open(out, "w", encoding="utf-8", newline="") as fh:
         fh.write(text)
-    click.echo(f"wrote {out}", err=True)
+    click.echo(clean(f"wrote {out}"), err=True)
 
 
 def attach(cli) -> None:

@@ -7,6 +7,7 @@ import json
 import click
 
 from merx.commands.options import experiment_argument, json_option, set_option
+from merx.commands.output import clean
 
 
 @click.command("config")
@@ -23,7 +24,7 @@ def config_cmd(file, sets, as_json):
     if as_json:
         click.echo(json.dumps(cfg, indent=2))
         return
-    click.echo(f"# resolved from {file}; config hash {config_hash(cfg)}")
+    click.echo(clean(f"# resolved from {file}; config hash {config_hash(cfg)}"))
     if not plan.is_single:
         click.echo(f"# {plan.size} runs: {len(plan.cells)} cell(s) of {', '.join(plan.keys) or 'this config'}"
                    f" x seeds {plan.seeds}; shown: the first ({plan.cells[0].label}, seed {plan.seeds[0]})")

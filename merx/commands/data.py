@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from merx.commands.options import experiment_argument, set_option
-from merx.commands.output import console
+from merx.commands.output import console, plain
 
 
 @click.command("prepare")
@@ -24,31 +24,32 @@ def prepare_cmd(file, sets):
 
 def _print_prepared(out, cfg, prepared) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from merx.data.songs import QUADRANTS
 
     counts = prepared.table.counts()
-    t = Table(title=f"{cfg['name']}: songs per split and quadrant", title_justify="left")
+    t = Table(title=plain(f"{cfg['name']}: songs per split and quadrant"), title_justify="left")
     t.add_column("split")
     for q in QUADRANTS:
         t.add_column(q, justify="right")
     t.add_column("total", justify="right", style="bold")
     for split, row in counts.items():
-        t.add_row(split, *(str(row[q]) for q in QUADRANTS), str(sum(row.values())))
+        t.add_row(plain(split), *(str(row[q]) for q in QUADRANTS), str(sum(row.values())))
     out.print(t)
     fs = prepared.features
     if fs is not None:
         out.print(f"features: {fs.computed} computed, {fs.hits} from cache "
                   f"({prepared.timings['feature_seconds']:.1f} s); dB reference power {prepared.ref_power:g}")
     for w in prepared.overlap_warnings:
-        out.print(f"[yellow]warning:[/yellow] {w}")
+        out.print(Text.assemble(("warning: ", "yellow"), plain(w)))
     fails = prepared.table.failures
     if fails:
         ft = Table(title=f"{len(fails)} songs could not be used", title_justify="left", title_style="yellow")
         for col in ("song", "stage", "reason"):
             ft.add_column(col)
         for f in fails:
-            ft.add_row(f.song_id, f.stage, f.reason)
+            ft.add_row(plain(f.song_id), plain(f.stage), plain(f.reason))
         out.print(ft)
     else:
         out.print("no failures")

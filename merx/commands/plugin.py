@@ -8,7 +8,7 @@ import json
 import click
 
 from merx.commands.options import json_option, set_option
-from merx.commands.output import console
+from merx.commands.output import clean, console, plain
 from merx.hookspecs import KINDS
 
 
@@ -53,7 +53,9 @@ def list_plugins_cmd(kind, as_json, requirements):
         table.add_column("description")
         for name in reg.names(k):
             p = reg.plugins[k][name]
-            table.add_row(name, p.origin_label, ", ".join(q.describe() for q in p.params) or "-", p.summary)
+            # Names, paths, defaults and docstrings are the plugin author's text, not markup.
+            table.add_row(plain(name), plain(p.origin_label), plain(", ".join(q.describe() for q in p.params) or "-"),
+                          plain(p.summary))
         if not reg.plugins[k]:
             table.add_row("-", "-", "-", "(none installed)")
         out.print(table)
@@ -94,15 +96,15 @@ def _print_requirements(modules: list[dict], broken: list) -> None:
     # complete, and the comment on stderr says it needs fixing.
     dists = sorted(loaded | set(failed))
     for dist, version in dists:
-        click.echo(_requirement(dist, version))
+        click.echo(clean(_requirement(dist, version)))
     for (dist, version), error in failed.items():
         what = "some of its plugins were refused" if (dist, version) in loaded else "merx could not load it"
-        click.echo(f"# {_requirement(dist, version)} is installed but {what}: {error}", err=True)
+        click.echo(clean(f"# {_requirement(dist, version)} is installed but {what}: {error}"), err=True)
     local = [m["source"] for m in modules if m["origin"] == "local file"]
     if local:
         # On stderr, so that `merx list-plugins --requirements > requirements.txt` stays clean.
-        click.echo("# local plugin files are not installable; copy them with the project: "
-                   + ", ".join(local), err=True)
+        click.echo(clean("# local plugin files are not installable; copy them with the project: "
+                         + ", ".join(local)), err=True)
     if not dists:
         click.echo("# no plugin distributions installed (built-ins come with merx)", err=True)
 
@@ -133,8 +135,8 @@ def _modules_table(modules: list[dict], broken: list):
         errors = problems.get((origin, source), [])
         cell = Text(", ".join(hooks) or ("" if errors else "-"))
         for error in errors:
-            cell.append("\n" if cell else "").append("broken: ", style="bold red").append(error)
-        table.add_row(source, label, cell)
+            cell.append("\n" if cell else "").append("broken: ", style="bold red").append(clean(error))
+        table.add_row(plain(source), plain(label), cell)
     return table
 
 
@@ -162,7 +164,7 @@ def new_cmd(kind, name, package, folder):
     kind = normalize_kind(kind)
     out = console()
     for path in written:
-        out.print(f"wrote {path}")
+        out.print(plain(f"wrote {path}"))
     test = next(p for p in written if p.name.startswith("test_"))
     steps = ([f"pip install -e {written[0].parent}   # makes the entry point known to merx"] if package else [])
     steps += [f"python -m pytest {test}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from merx.commands.options import db_option, experiment_argument, set_option
-from merx.commands.output import console, metrics_table
+from merx.commands.output import console, metrics_table, plain
 
 
 @click.command("run")
@@ -48,7 +48,10 @@ def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db):
     out.print(metrics_table(f"run{result.run_id} test metrics (best epoch {result.best_epoch} of "
                             f"{result.epochs_run}) beside baselines fitted on the training split",
                             result.test_metrics, result.baselines))
-    out.print(f"recorded as [bold]run{result.run_id}[/bold] in {store.location}; `merx show run{result.run_id}`")
+    from rich.text import Text
+
+    out.print(Text.assemble("recorded as ", (f"run{result.run_id}", "bold"),
+                            plain(f" in {store.location}; `merx show run{result.run_id}`")))
 
 
 def _run_plan(plan, rerun, best_by, dry_run, db):
@@ -63,8 +66,8 @@ def _run_plan(plan, rerun, best_by, dry_run, db):
 
     out = console()
     store = RunStore(db)
-    out.print(f"{plan.file}: {len(plan.cells)} cell(s) × {len(plan.seeds)} seed(s) "
-              f"({', '.join(map(str, plan.seeds))}) = {plan.size} runs")
+    out.print(plain(f"{plan.file}: {len(plan.cells)} cell(s) × {len(plan.seeds)} seed(s) "
+                    f"({', '.join(map(str, plan.seeds))}) = {plan.size} runs"))
     if dry_run:
         t = Table(title="plan", title_justify="left")
         for col in ("cell", "seed", "config hash", "status"):
@@ -72,7 +75,7 @@ def _run_plan(plan, rerun, best_by, dry_run, db):
         for cell in plan.cells:
             for cfg in cell.configs:
                 done = None if rerun else completed_run(store, cfg)
-                t.add_row(cell.label, str(cfg["seed"]), config_hash(cfg),
+                t.add_row(plain(cell.label), str(cfg["seed"]), config_hash(cfg),
                           f"done as run{done}: skipped" if done else "to run")
         out.print(t)
         _print_dry_run(plan.cells[0].configs[0])
@@ -84,7 +87,7 @@ def _run_plan(plan, rerun, best_by, dry_run, db):
                           "and running the same command again skips them") from None
     render_summary(summary(store, result, best_by), out)
     groups = {group_label(c.configs[0]["name"], config_hash(c.configs[0], include_seed=False)) for c in plan.cells}
-    out.print(f"recorded in {store.location}; `merx compare {' '.join(sorted(groups))}` compares the cells")
+    out.print(plain(f"recorded in {store.location}; `merx compare {' '.join(sorted(groups))}` compares the cells"))
     if result.failed:
         raise RunError(f"{len(result.failed)} of {plan.size} runs failed (merx runs --status failed)", exit_code=1)
 
@@ -108,11 +111,11 @@ def _parameter_rows(cfg) -> list:
 def _print_dry_run(cfg) -> None:
     from rich.table import Table
 
-    t = Table(title=f"{cfg['name']}: parameters (architecture only, no weights loaded)", title_justify="left")
+    t = Table(title=plain(f"{cfg['name']}: parameters (architecture only, no weights loaded)"), title_justify="left")
     for col in ("part", "module", "total", "trainable"):
         t.add_column(col, justify="left" if col in ("part", "module") else "right")
     for row in _parameter_rows(cfg):
-        t.add_row(row.part, row.module, f"{row.total:,}", f"{row.trainable:,}")
+        t.add_row(plain(row.part), plain(row.module), f"{row.total:,}", f"{row.trainable:,}")
     console().print(t)
 
 

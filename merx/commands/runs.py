@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from merx.commands.options import STATUSES, db_option, json_option
-from merx.commands.output import console, fmt, json_out, metrics_table
+from merx.commands.output import clean, console, fmt, json_out, metrics_table, plain
 
 
 @click.command("runs")
@@ -40,7 +40,7 @@ def runs_cmd(experiment, status, tag, group, since, until, sort_metric, ascendin
     # Below the table, not in a column: free text would squeeze every other column at 80 wide.
     for r in rows:
         if r.get("tags") or r.get("note"):
-            out.print(Text.assemble((f"run{r['id']}: ", "bold"), _annotation(r)))
+            out.print(Text.assemble((f"run{r['id']}: ", "bold"), plain(_annotation(r))))
 
 
 def runs_table(rows: list[dict], sort_metric: str | None = None):
@@ -48,9 +48,8 @@ def runs_table(rows: list[dict], sort_metric: str | None = None):
     has the rest (task, group, times, epochs)."""
     from rich import box
     from rich.table import Table
-    from rich.text import Text
 
-    t = Table(title="runs" + (f", best {sort_metric} first" if sort_metric else ""), title_justify="left",
+    t = Table(title=plain("runs" + (f", best {sort_metric} first" if sort_metric else "")), title_justify="left",
               box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     # Names never wrap; the headline gives way first.
     t.add_column("run", no_wrap=True)
@@ -59,14 +58,14 @@ def runs_table(rows: list[dict], sort_metric: str | None = None):
     t.add_column("fusion", no_wrap=True)
     t.add_column("seed", no_wrap=True, justify="right")
     if sort_metric:
-        t.add_column(sort_metric, justify="right", no_wrap=True)
+        t.add_column(plain(sort_metric), justify="right", no_wrap=True)
     t.add_column("headline")
     for r in rows:
         metrics = r.get("metrics") or {}
         cells = [f"run{r['id']}", r["experiment"], r["status"], _model_cell(r.get("config") or {}), fmt(r.get("seed"))]
         cells += [fmt(metrics.get(sort_metric))] if sort_metric else []
         cells += [headline(metrics)]
-        t.add_row(*(Text(c) for c in cells))  # experiment names are text, not rich markup
+        t.add_row(*map(plain, cells))
     return t
 
 
@@ -112,16 +111,16 @@ def show_cmd(run_id, as_json, db):
     from merx.config import to_toml
 
     out = console()
-    out.print(f"[bold]run{run['id']}[/bold] {run['experiment']} — [bold]{run['status']}[/bold]"
-              f" ({run['task']}, seed {run['seed']}, {run.get('device') or '?'}); started {run['started_at']}"
-              f", {fmt(run.get('wall_seconds'))} s; config hash {run['config_hash']}, group "
-              f"{group_label(run['experiment'], run['group_hash'])}")
+    out.print(Text.assemble((f"run{run['id']}", "bold"), " ", plain(run["experiment"]), " — ",
+                            plain(run["status"], "bold"),
+                            plain(f" ({run['task']}, seed {run['seed']}, {run.get('device') or '?'}); started "
+                                  f"{run['started_at']}, {fmt(run.get('wall_seconds'))} s; config hash "
+                                  f"{run['config_hash']}, group {group_label(run['experiment'], run['group_hash'])}")))
     if run.get("error"):
-        out.print(Text.assemble(("error: ", "red"), run["error"]))
+        out.print(Text.assemble(("error: ", "red"), plain(run["error"])))
     if run.get("experiment_file"):
-        out.print(f"file: {run['experiment_file']}; git: {run.get('git_commit') or '-'}")
-    # Text, not markup: "[train.lr]" section headers would otherwise be read as rich tags.
-    out.print(Text(to_toml(run["config"]).rstrip(), style="dim"))
+        out.print(plain(f"file: {run['experiment_file']}; git: {run.get('git_commit') or '-'}"))
+    out.print(plain(to_toml(run["config"]).rstrip(), style="dim"))
     epochs = run.get("epochs") or {}
     if epochs:
         cols = ["train_loss", "val_loss"]
@@ -132,7 +131,7 @@ def show_cmd(run_id, as_json, db):
         t = Table(title="learning curve", title_justify="left")
         t.add_column("epoch", justify="right")
         for c in cols:
-            t.add_column(c, justify="right")
+            t.add_column(plain(c), justify="right")
         for e in sorted(epochs, key=int):
             mark = " *" if run.get("best_epoch") is not None and int(e) == run["best_epoch"] else ""
             t.add_row(f"{e}{mark}", *(fmt(epochs[e].get(c)) for c in cols))
@@ -142,14 +141,14 @@ def show_cmd(run_id, as_json, db):
     if test:
         out.print(metrics_table("test metrics beside baselines", test, run.get("baselines") or {}))
     if run.get("plugins"):
-        out.print(Text("plugins: " + ", ".join(plugin_label(p) for p in run["plugins"])))
+        out.print(plain("plugins: " + ", ".join(plugin_label(p) for p in run["plugins"])))
     fails = run.get("failures") or []
     if fails:
         t = Table(title=f"{len(fails)} songs failed", title_justify="left", title_style="yellow")
         for col in ("song", "stage", "reason"):
             t.add_column(col)
         for f in fails:
-            t.add_row(f["song_id"], f["stage"], f["reason"])
+            t.add_row(plain(f["song_id"]), plain(f["stage"]), plain(f["reason"]))
         out.print(t)
 
 
@@ -175,7 +174,7 @@ def tag_cmd(run_id, tags, remove, db):
 
     store = RunStore(db)
     now = store.tag_run(run_id, remove=tags) if remove else store.tag_run(run_id, add=tags)
-    click.echo(f"run{store.parse_run_id(run_id)} tags: {', '.join(now) or '(none)'}")
+    click.echo(clean(f"run{store.parse_run_id(run_id)} tags: {', '.join(now) or '(none)'}"))
 
 
 @click.command("note")
@@ -192,7 +191,7 @@ def note_cmd(run_id, text, clear, db):
     if clear or text is not None:
         store.update_run(rid, note=None if clear else text)
     note = store.get_run(rid).get("note")
-    click.echo(f"run{rid}: {note}" if note else f"run{rid} has no note")
+    click.echo(clean(f"run{rid}: {note}") if note else f"run{rid} has no note")
 
 
 def attach(cli) -> None:

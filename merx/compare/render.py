@@ -1,5 +1,6 @@
 """Drawing a comparison made by :func:`merx.compare.compare` with rich: tables, then the tests'
-verdicts in sentences."""
+verdicts in sentences. Labels, names, config values and verdicts quoting them are user text:
+they reach rich as ``plain`` ``Text`` (merx.commands.output), never as markup."""
 
 from __future__ import annotations
 
@@ -17,15 +18,20 @@ def format_summary(s: dict, digits: int = 4, interval: bool = True) -> str:
 
 
 def titled_table(title: str):
-    """A rich table whose title is never wrapped to a narrow table's width."""
+    """A rich table whose title is never wrapped to a narrow table's width; the title is text,
+    not markup (it may quote a label or a metric the user named)."""
     from rich.table import Table
 
-    return Table(title=title, title_justify="left", min_width=len(title))
+    from merx.commands.output import plain
+
+    return Table(title=plain(title), title_justify="left", min_width=len(title))
 
 
 def render(result: dict, console) -> None:
     """Print a comparison made by :func:`compare` as rich tables and sentences."""
     from rich.text import Text
+
+    from merx.commands.output import clean, plain
 
     labels = [s["label"] for s in result["subjects"]]
     groups = result["mode"] == "groups"
@@ -34,8 +40,8 @@ def render(result: dict, console) -> None:
     for col in ("", "experiment", "task", "runs", "seeds", "group"):
         t.add_column(col)
     for s in result["subjects"]:
-        t.add_row(Text(s["label"], style="bold"), s["experiment"], s["task"], ", ".join(s["runs"]),
-                  ", ".join(map(str, s["seeds"])), s["group_hash"][:8])
+        t.add_row(plain(s["label"], "bold"), plain(s["experiment"]), plain(s["task"]), plain(", ".join(s["runs"])),
+                  plain(", ".join(map(str, s["seeds"]))), plain(s["group_hash"][:8]))
     console.print(t)
 
     cfg = result["config"]
@@ -44,10 +50,10 @@ def render(result: dict, console) -> None:
         t = titled_table(title)
         t.add_column("key", style="cyan")
         for label in labels:
-            t.add_column(label)
+            t.add_column(plain(label))
         for key, values in cfg["keys"].items():
             style = "bold" if key in cfg["differing"] else "dim"
-            t.add_row(key, *(Text(v, style=style) for v in values))
+            t.add_row(plain(key), *(plain(v, style) for v in values))
         console.print(t)
     else:
         console.print("config: identical" + (" (apart from the seeds)" if groups else ""))
@@ -56,17 +62,17 @@ def render(result: dict, console) -> None:
         t = titled_table("data, plugins, versions and code that differ")
         t.add_column("what", style="cyan")
         for label in labels:
-            t.add_column(label)
+            t.add_column(plain(label))
         for section, items in result["provenance"].items():
             for item, values in items.items():
-                t.add_row(f"{section}: {item}", *values)
+                t.add_row(plain(f"{section}: {item}"), *map(plain, values))
         console.print(t)
 
     t = titled_table("test metrics" + (" (mean ± std [95 % t interval] over seeds)" if groups else "")
                + (f"; Δ = difference to {labels[0]}" if len(labels) > 1 else ""))
     t.add_column("metric")
     for i, label in enumerate(labels):
-        t.add_column(label, justify="right", style="bold" if i == 0 else None)
+        t.add_column(plain(label), justify="right", style="bold" if i == 0 else None)
     for metric, row in result["metrics"].items():
         cells = []
         for i, (s, d) in enumerate(zip(row["subjects"], row["difference"], strict=True)):
@@ -75,7 +81,7 @@ def render(result: dict, console) -> None:
                 good = None if row["higher_is_better"] is None or d == 0 else (d > 0) == row["higher_is_better"]
                 text.append(f"  Δ {d:+.4f}", style="green" if good else "red" if good is False else "dim")
             cells.append(text)
-        t.add_row(metric + (" (primary)" if metric == result.get("primary_metric") else ""), *cells)
+        t.add_row(plain(metric + (" (primary)" if metric == result.get("primary_metric") else "")), *cells)
     console.print(t)
 
     if result["baselines"]:
@@ -83,33 +89,33 @@ def render(result: dict, console) -> None:
         t.add_column("baseline")
         t.add_column("metric")
         for label in labels:
-            t.add_column(label, justify="right", style="dim")
+            t.add_column(plain(label), justify="right", style="dim")
         for b, per_metric in result["baselines"].items():
             for m, values in per_metric.items():
-                t.add_row(b, m, *("-" if v is None else f"{v:.4f}" for v in values))
+                t.add_row(plain(b), plain(m), *("-" if v is None else f"{v:.4f}" for v in values))
         console.print(t)
 
     t = titled_table("training")
     t.add_column("")
     for label in labels:
-        t.add_column(label, justify="right")
+        t.add_column(plain(label), justify="right")
     names = {"best_epoch": "best epoch", "epochs_run": "epochs run", "wall_seconds": "wall time (s)"}
     for key, per in result["training"].items():
         t.add_row(names[key], *(format_summary(s, 1 if key == "wall_seconds" else 0, interval=False) for s in per))
     console.print(t)
 
     if result["tests"] and result.get("multiple_testing"):
-        console.print(Text(result["multiple_testing"]["statement"], style="italic"))
+        console.print(plain(result["multiple_testing"]["statement"], "italic"))
     for test in result["tests"]:
-        console.print(Text(f"{test['b']} against {test['a']} ({test['kind']})", style="bold underline"))
+        console.print(plain(f"{test['b']} against {test['a']} ({test['kind']})", "bold underline"))
         for key in ("skipped", "small_sample", "no_primary"):
             if test.get(key):
-                console.print(Text("  " + test[key], style="yellow"))
+                console.print(plain("  " + test[key], "yellow"))
         entries = [*(test.get("bootstrap") or {}).values(), *([test["mcnemar"]] if test.get("mcnemar") else []),
                    *(test.get("seed_tests") or {}).values()]
         for entry in entries:
-            line = Text(f"  [{entry['label']}] ", style="bold" if entry["role"] == "primary" else "dim")
-            line.append(entry["verdict"], style="green" if entry["significant"] else "")
+            line = plain(f"  [{entry['label']}] ", "bold" if entry["role"] == "primary" else "dim")
+            line.append(clean(entry["verdict"]), style="green" if entry["significant"] else "")
             console.print(line)
     for note in result["notes"]:
-        console.print(Text("note: " + note, style="yellow"))
+        console.print(plain("note: " + note, "yellow"))
