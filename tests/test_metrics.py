@@ -196,3 +196,31 @@ def test_timings_are_lower_better_and_not_per_song():
 def test_unknown_metrics_are_none():
     for name in ("lr_audio", "grad_norm_pre_clip", "val_nonsense", "best_epoch", ""):
         assert metric(name) is None and higher_is_better(name) is None and mode_for(name) is None
+
+
+def test_regression_baselines_group_songs_by_the_quadrant_their_va_imply_not_the_label():
+    # Training: two Q1 songs by label and V/A; one song labelled Q1 whose V/A imply Q2.
+    train = Targets(np.array([[0.8, 0.8], [0.9, 0.7], [0.2, 0.9]]), np.array([0, 0, 0]))
+    # Test: labelled Q1 but V/A imply Q2, the same disagreement the model's metrics resolve by V/A.
+    test = Targets(np.array([[0.2, 0.8]]), np.array([0]))
+    scores = compute_baselines(train, test, "regression")
+    # By V/A, training Q2's centre is (0.2, 0.9): the oracle's MAE is 0.05 (arousal 0.1, valence 0).
+    assert scores["quadrant_centre"]["va_mae"] == pytest.approx(0.05)
+    # And its implied-quadrant score agrees with the truth the model is scored against.
+    assert scores["quadrant_centre"]["quadrant_accuracy"] == 1.0
+    # Majority by V/A is Q1 (two songs) -> centre (0.85, 0.75); implied quadrant Q1, truth Q2.
+    assert scores["majority"]["quadrant_accuracy"] == 0.0
+
+
+def test_label_notes_count_disagreeing_labels_and_values_in_the_hole():
+    from merx.data.songs import SongTable, label_notes
+
+    agree = Song(id="a", split="train", quadrant="Q1", valence=0.8, arousal=0.9)
+    disagree = Song(id="d", split="test", quadrant="Q1", valence=0.2, arousal=0.9)
+    hole = Song(id="h", split="train", quadrant="Q1", valence=0.55, arousal=0.9)
+    no_va = Song(id="n", split="train", quadrant="Q3")
+    assert label_notes(agree) == {} and label_notes(no_va) == {}
+    assert label_notes(disagree) == {"label_disagrees": "label Q1, V/A (0.2, 0.9) imply Q2"}
+    assert set(label_notes(hole)) == {"in_hole"}  # 0.55 >= 0.5 still implies Q1: no disagreement
+    notes = SongTable([agree, disagree, hole, no_va]).notes()
+    assert [sid for sid, _ in notes["label_disagrees"]] == ["d"] and [sid for sid, _ in notes["in_hole"]] == ["h"]

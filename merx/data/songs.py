@@ -8,6 +8,23 @@ from dataclasses import asdict, dataclass, field
 SPLITS = ("train", "validate", "test")
 QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
 
+#: MERGE's hole: songs with valence or arousal in this range were removed from the dataset.
+HOLE = (0.4, 0.6)
+
+#: The truth each task is scored against, stated once (``show``, ``compare`` and exports print it).
+#: Regression learns valence/arousal, so its quadrant scores use the quadrant V/A imply, and so
+#: do its baselines; classification learns the dataset's quadrant label.
+TRUTH = {
+    "regression": "valence/arousal values (quadrant scores use the quadrant they imply)",
+    "classification": "the dataset's quadrant label",
+}
+
+#: Kinds of data notes: facts about a song's labels worth counting, never reasons to drop it.
+NOTE_KINDS = {
+    "label_disagrees": "quadrant label differs from the quadrant its valence/arousal imply",
+    "in_hole": f"valence or arousal inside {HOLE[0]}-{HOLE[1]}, the band MERGE says it removed",
+}
+
 
 def quadrant_of(valence: float, arousal: float, threshold: float = 0.5) -> str:
     """Russell quadrant implied by valence/arousal in [0, 1] (Q1 = high V, high A, anticlockwise)."""
@@ -15,6 +32,24 @@ def quadrant_of(valence: float, arousal: float, threshold: float = 0.5) -> str:
     if high_a:
         return "Q1" if high_v else "Q2"
     return "Q4" if high_v else "Q3"
+
+
+def label_notes(song: Song) -> dict[str, str]:
+    """The :data:`NOTE_KINDS` that apply to ``song``, each with its detail.
+
+    A regression run scores quadrants implied by V/A while the dataset also gives a label; when
+    the two disagree, or V/A sit where MERGE says no song is, a researcher should know how many
+    songs that is before trusting a quadrant score."""
+    if song.valence is None or song.arousal is None:
+        return {}
+    notes = {}
+    implied = quadrant_of(song.valence, song.arousal)
+    if implied != song.quadrant:
+        notes["label_disagrees"] = f"label {song.quadrant}, V/A ({song.valence:g}, {song.arousal:g}) imply {implied}"
+    lo, hi = HOLE
+    if lo <= song.valence <= hi or lo <= song.arousal <= hi:
+        notes["in_hole"] = f"V/A ({song.valence:g}, {song.arousal:g})"
+    return notes
 
 
 @dataclass
@@ -70,6 +105,14 @@ class SongTable:
         for split in SPLITS:
             c = Counter(s.quadrant for s in self.songs if s.split == split)
             out[split] = {q: c.get(q, 0) for q in QUADRANTS}
+        return out
+
+    def notes(self) -> dict[str, list[tuple[str, str]]]:
+        """Per :data:`NOTE_KINDS` kind, the ``(song id, detail)`` of every usable song it applies to."""
+        out: dict[str, list[tuple[str, str]]] = {kind: [] for kind in NOTE_KINDS}
+        for song in self.songs:
+            for kind, detail in label_notes(song).items():
+                out[kind].append((song.id, detail))
         return out
 
     def drop(self, failures: list[Failure]) -> None:
