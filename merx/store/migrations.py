@@ -3,8 +3,11 @@
 The ``migrations`` table records the name of every function applied (and when). Opening a
 database applies the missing ones, so an older database is upgraded in place; a database that
 records a migration this merx does not know was written by a newer merx and is refused
-(``SchemaTooNew``) rather than misread. All of it happens in one transaction (``BEGIN
-IMMEDIATE`` on SQLite): two processes opening a new file at once cannot both migrate it.
+(``SchemaTooNew``) rather than misread. Whether any are missing is checked in a read
+transaction, so opening an up-to-date database never waits for another process's write lock
+(``merx runs`` while a run commits an epoch, or a sqlite3 shell holds a transaction). Applying
+them happens in one write transaction (``BEGIN IMMEDIATE`` on SQLite) that checks again: two
+processes opening a new file at once cannot both migrate it.
 
 To change the schema: append a new function decorated with ``@migration``, never edit or
 reorder an applied one. ``m001_initial`` creates the tables from ``schema.py``; before the
@@ -62,26 +65,33 @@ def applied_migrations(conn: sa.Connection) -> list[str]:
     return list(conn.execute(q).scalars())
 
 
+def pending_migrations(conn: sa.Connection, migrations: list[Migration], where: str) -> list[Migration]:
+    """The migrations not yet applied, in order; ``SchemaTooNew`` when the database records unknown ones."""
+    known = [fn.__name__ for fn in migrations]
+    applied = applied_migrations(conn)
+    unknown = [name for name in applied if name not in known]
+    if unknown:
+        raise SchemaTooNew(
+            f"{where} was written by a newer merx: it records schema migrations this merx does not "
+            f"know ({', '.join(unknown)}; this merx knows {len(known)}, up to {known[-1]}). "
+            "Upgrade merx, or choose another database with --db PATH (or MERX_DB).")
+    return [fn for fn in migrations if fn.__name__ not in applied]
+
+
 def migrate(engine: sa.Engine, migrations: list[Migration] | None = None, where: str = "the database") -> list[str]:
     """Bring the database up to date; returns the names of the migrations applied now.
 
     ``migrations`` defaults to ``MIGRATIONS`` (tests pass a prefix to build an older database);
     ``where`` names the database in error messages."""
     migrations = MIGRATIONS if migrations is None else migrations
-    known = [fn.__name__ for fn in migrations]
+    # merx_begin: see merx.store.runstore.create_store_engine; other engines ignore it.
+    with engine.execution_options(merx_begin="DEFERRED").begin() as conn:
+        if not pending_migrations(conn, migrations, where):
+            return []
     with engine.begin() as conn:
         migrations_table.create(conn, checkfirst=True)
-        applied = applied_migrations(conn)
-        unknown = [name for name in applied if name not in known]
-        if unknown:
-            raise SchemaTooNew(
-                f"{where} was written by a newer merx: it records schema migrations this merx does not "
-                f"know ({', '.join(unknown)}; this merx knows {len(known)}, up to {known[-1]}). "
-                "Upgrade merx, or choose another database with --db PATH (or MERX_DB).")
         done = []
-        for fn in migrations:
-            if fn.__name__ in applied:
-                continue
+        for fn in pending_migrations(conn, migrations, where):  # again: another process may have migrated
             fn(conn)
             conn.execute(sa.insert(migrations_table).values(
                 name=fn.__name__, applied_at=datetime.now(timezone.utc).isoformat(timespec="microseconds")))
