@@ -14,6 +14,14 @@ CSV writes each value as Python prints it (floats round-trip exactly), an empty 
 missing value, and lists (tags, config lists) as JSON text. JSON writes the same records with
 their native types. :func:`read_csv` reads a CSV export back into the same records.
 
+Text that a spreadsheet would run as a formula (OWASP's CSV injection: a cell starting with
+``=``, ``+``, ``-``, ``@``, a tab or a carriage return, e.g. a note ``=HYPERLINK(...)``) is
+written with a leading ``'``, which Excel, LibreOffice and Google Sheets show as text. Numbers
+(-0.25) and text that is exactly a number ("-0.5") are left alone; headers are text like any
+cell. Text that already starts with quotes before such a character gets one more, so
+:func:`read_csv` removes exactly one quote and gives back what was stored; other CSV readers
+(pandas, a spreadsheet) see the quote.
+
 Markdown and LaTeX tables escape what the user named (labels, config values) for their
 format, and every table loses control characters.
 """
@@ -76,6 +84,25 @@ def rows(store, kind: str, run_ids: Iterable[int]) -> list[dict]:
 
 # -- CSV and JSON ---------------------------------------------------------------------------
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _neutralised(text: str) -> str:
+    """``text`` with a leading ``'`` if a spreadsheet would read it as a formula."""
+    bare = text.lstrip("'")
+    if bare[:1] in _FORMULA_START and not (bare == text and _NUMBER.fullmatch(text)):
+        return "'" + text
+    return text
+
+
+def _restored(text: str) -> str | None:
+    """The text :func:`_neutralised` was given, or None when ``text`` is not neutralised."""
+    if text.startswith("'") and text.lstrip("'")[:1] in _FORMULA_START:
+        return text[1:]
+    return None
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -83,16 +110,25 @@ def _cell(value) -> str:
         return json.dumps(value)
     if isinstance(value, float):
         return repr(value)
-    return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return _neutralised(str(value))
 
 
 def write_csv(records: list[dict], fh: TextIO) -> None:
-    """``records`` as CSV, columns in order of first appearance."""
+    """``records`` as CSV, columns in order of first appearance; text that would be a formula
+    in a spreadsheet gets a leading ``'`` (see the module's docstring)."""
     columns = list(dict.fromkeys(k for r in records for k in r))
-    writer = csv.writer(fh, lineterminator="\n")
-    writer.writerow(columns)
-    for r in records:
-        writer.writerow([_cell(r.get(c)) for c in columns])
+    # The writer quotes a value holding a character of its line terminator: with "\n" alone, a
+    # lone "\r" (old Mac line ends in a note) went out unquoted and the file no longer parsed.
+    # So it writes "\r\n", and each row's end is turned back into "\n".
+    row = io.StringIO()
+    writer = csv.writer(row, lineterminator="\r\n")
+    for cells in [[_neutralised(str(c)) for c in columns], *([_cell(r.get(c)) for c in columns] for r in records)]:
+        writer.writerow(cells)
+        fh.write(row.getvalue()[:-2] + "\n")
+        row.seek(0)
+        row.truncate()
 
 
 def write_json(records: list[dict], fh: TextIO) -> None:
@@ -114,6 +150,9 @@ def write_json(records: list[dict], fh: TextIO) -> None:
 def _parse(text: str):
     if text == "":
         return None
+    restored = _restored(text)
+    if restored is not None:
+        return restored
     if text[0] in "[{" or text in ("true", "false"):
         try:
             return json.loads(text)
@@ -129,9 +168,11 @@ def _parse(text: str):
 
 def read_csv(fh: TextIO) -> list[dict]:
     """Read a CSV written by :func:`write_csv` back: numbers, lists and booleans typed again,
-    empty cells (None, and the empty string) as None. As with any CSV reader, text that looks
-    like a number (a hash of digits only) comes back as a number."""
-    return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    empty cells (None, and the empty string) as None, the ``'`` before text that would be a
+    formula removed. As with any CSV reader, text that looks like a number (a hash of digits
+    only) comes back as a number."""
+    return [{(_restored(k) or k) if isinstance(k, str) else k: _parse(v) for k, v in r.items()}
+            for r in csv.DictReader(fh)]
 
 
 # -- comparison tables ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """merx export: CSV and JSON round-trips on real tiny runs, and exact comparison tables."""
 
+import csv
 import io
 import json
 import math
@@ -12,6 +13,7 @@ from merx.compare import resolve_subjects
 from merx.config import apply_sets, config_hash, flatten, resolve
 from merx.export import latex_table, markdown_table, read_csv, rows, write_csv
 from merx.store import RunStore
+
 from tiny_experiment import tiny_raw as _tiny_raw
 
 
@@ -48,7 +50,7 @@ def test_predictions_csv_round_trips(real_db, tmp_path):
     store = RunStore(real_db)
     expected = [(f"run{i}", p) for i in (1, 2) for p in store.get_predictions(i)]
     assert len(back) == len(expected) > 0
-    for row, (run, p) in zip(back, expected):
+    for row, (run, p) in zip(back, expected, strict=True):
         assert row["run"] == run and str(row["song_id"]) == p["song_id"] and row["split"] == p["split"]
         for key in ("true_valence", "true_arousal", "pred_valence", "pred_arousal", "true_quadrant", "pred_quadrant"):
             assert row[key] == p[key]  # floats exactly: CSV holds repr()
@@ -92,6 +94,30 @@ def test_csv_writer_and_reader_agree_on_types():
     buf.seek(0)
     assert read_csv(buf) == [{**records[0], "g": None}, {"a": 2, "b": None, "c": None, "d": None, "e": None,
                                                         "f": None, "h": -0.5, "g": 1e-300}]
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted_and_read_back():
+    # OWASP's CSV injection: a cell starting with = + - @ tab or CR is a formula to Excel,
+    # LibreOffice and Google Sheets. Text gets a leading ', numbers stay numbers.
+    records = [{"note": '=HYPERLINK("http://evil","x")', "a": "+cmd", "b": "-2+3", "c": "@SUM(A1)",
+                "d": "\tx", "e": "\r=y", "f": "'=already quoted", "g": "'plain", "h": "-0.5",
+                "value": -0.25, "n": -3, "k": "'"},
+               {"=key": "x"}]
+    buf = io.StringIO()
+    write_csv(records, buf)
+    text = buf.getvalue()
+    head, first, second = list(csv.reader(io.StringIO(text)))
+    cell = dict(zip(head, first, strict=True))
+    assert cell["note"] == '\'=HYPERLINK("http://evil","x")'
+    assert (cell["a"], cell["b"], cell["c"], cell["d"], cell["e"]) == ("'+cmd", "'-2+3", "'@SUM(A1)", "'\tx", "'\r=y")
+    assert cell["f"] == "''=already quoted"  # so that reading back strips exactly one quote
+    assert (cell["g"], cell["k"]) == ("'plain", "'")  # nothing to neutralise: as written
+    assert (cell["h"], cell["value"], cell["n"]) == ("-0.5", "-0.25", "-3")  # numbers, not formulas
+    assert "'=key" in head
+    buf.seek(0)
+    back = read_csv(buf)
+    assert back[0] == {**records[0], "h": -0.5, "=key": None}  # "-0.5" reads as a number, as before
+    assert back[1]["=key"] == "x"
 
 
 # -- comparison tables on hand-made groups --------------------------------------------------------
