@@ -60,7 +60,7 @@ def rows(store, kind: str, run_ids: Iterable[int]) -> list[dict]:
                 probs = p.get("probs")
                 if isinstance(probs, dict):
                     probs = [probs.get(q) for q in QUADRANTS]
-                for q, i in zip(QUADRANTS, range(len(QUADRANTS))):
+                for q, i in zip(QUADRANTS, range(len(QUADRANTS)), strict=True):
                     row[f"prob_{q}"] = probs[i] if probs else None
                 out.append(row)
             continue

@@ -64,7 +64,7 @@ def learning_curves(runs: list[dict]):
     colours = [f"C{i % 10}" for i in range(len(runs))]
     monitor = _monitored(runs[0])
     label_of = (lambda r: f"run{r['id']} (seed {r['seed']})") if len(runs) > 1 else (lambda r: f"run{r['id']}")
-    for run, colour in zip(runs, colours):
+    for run, colour in zip(runs, colours, strict=True):
         name = label_of(run)
         ax = axes[0, 0]
         ax.plot(*_series(run, "train_loss"), color=colour, label=f"{name} train")
@@ -88,7 +88,7 @@ def learning_curves(runs: list[dict]):
               ("gradient norm (mean per epoch, before clipping)", "L2 norm")]
     from matplotlib.ticker import MaxNLocator
 
-    for ax, (title, ylabel) in zip(axes.flat, titles):
+    for ax, (title, ylabel) in zip(axes.flat, titles, strict=True):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
@@ -154,7 +154,7 @@ def va_scatter(predictions: list[dict], n_runs: int = 1):
     colours = [_Q_COLOURS.get(p["true_quadrant"], "black") for p in rows]
     fig = _figure(15, 5.6)
     axes = fig.subplots(1, 3)
-    for ax, (name, t, p) in zip(axes[:2], (("valence", tv, pv), ("arousal", ta, pa))):
+    for ax, (name, t, p) in zip(axes[:2], (("valence", tv, pv), ("arousal", ta, pa)), strict=True):
         ax.axvspan(*HOLE, color="grey", alpha=0.18, lw=0, label="hole: no true values 0.4–0.6")
         ax.axhspan(*HOLE, color="orange", alpha=0.10, lw=0, label="predictions inside the hole")
         ax.axvline(0.5, color="black", linewidth=0.8)
@@ -171,7 +171,7 @@ def va_scatter(predictions: list[dict], n_runs: int = 1):
         span(*lo_hi, color="grey", alpha=0.18, lw=0)
     ax.axvline(0.5, color="black", linewidth=0.8)
     ax.axhline(0.5, color="black", linewidth=0.8)
-    for x0, y0, x1, y1, c in zip(tv, ta, pv, pa, colours):
+    for x0, y0, x1, y1, c in zip(tv, ta, pv, pa, colours, strict=True):
         ax.plot([x0, x1], [y0, y1], color=c, alpha=0.25, linewidth=0.7)
     ax.scatter(tv, ta, facecolors="none", edgecolors=colours, s=22, label="true (hollow)")
     ax.scatter(pv, pa, c=colours, s=14, label="predicted (filled)")
