@@ -35,7 +35,12 @@ def test_default_file_env_var_and_urls(tmp_path, monkeypatch):
     assert resolve_url() == f"sqlite:///{tmp_path / 'from-env.db'}"
     assert resolve_url("sub/dir/x.db") == f"sqlite:///{tmp_path / 'sub/dir/x.db'}"
     assert resolve_url("sqlite:///elsewhere.db") == "sqlite:///elsewhere.db"
-    RunStore("sub/dir/x.db")  # missing folders are created
+    # A new file in an existing folder is created; a missing folder is a typo until shown otherwise.
+    with pytest.raises(StoreError, match=r"sub/dir/x\.db: its folder .*sub/dir does not exist.*mkdir -p .*sub/dir$"):
+        RunStore("sub/dir/x.db")
+    assert not (tmp_path / "sub").exists()
+    (tmp_path / "sub/dir").mkdir(parents=True)
+    RunStore("sub/dir/x.db")
     assert (tmp_path / "sub/dir/x.db").exists()
 
 

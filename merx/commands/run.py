@@ -39,7 +39,7 @@ def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db):
     from merx.store import RunStore
 
     out = console()
-    store = RunStore(db)
+    store = RunStore(db, write=True)  # a read-only, damaged or locked database fails here, before any work
     try:
         result = run(cfg, file, store, progress=True, console=out)
     except KeyboardInterrupt:
@@ -65,7 +65,7 @@ def _run_plan(plan, rerun, best_by, dry_run, db):
     from merx.sweep import completed_run, render_summary, run_plan, summary
 
     out = console()
-    store = RunStore(db)
+    store = RunStore(db, write=not dry_run)
     out.print(plain(f"{plan.file}: {len(plan.cells)} cell(s) × {len(plan.seeds)} seed(s) "
                     f"({', '.join(map(str, plan.seeds))}) = {plan.size} runs"))
     if dry_run:

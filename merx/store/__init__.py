@@ -4,8 +4,18 @@
 schema evolves; ``merx.store.runstore`` the ``RunStore`` API.
 """
 
-from merx.store.errors import InvalidRunId, RunNotFound, SchemaTooNew, StoreError
+from merx.store.errors import (
+    InvalidRunId,
+    RunNotFound,
+    SchemaTooNew,
+    StoreCorrupt,
+    StoreError,
+    StoreFull,
+    StoreLocked,
+    StoreReadOnly,
+)
 from merx.store.runstore import DEFAULT_DB, ENV_VAR, STATUSES, RunStore, format_run_id, parse_run_id, resolve_url
 
-__all__ = ["RunStore", "StoreError", "RunNotFound", "InvalidRunId", "SchemaTooNew", "parse_run_id",
-           "format_run_id", "resolve_url", "DEFAULT_DB", "ENV_VAR", "STATUSES"]
+__all__ = ["RunStore", "StoreError", "RunNotFound", "InvalidRunId", "SchemaTooNew", "StoreLocked", "StoreReadOnly",
+           "StoreCorrupt", "StoreFull", "parse_run_id", "format_run_id", "resolve_url", "DEFAULT_DB", "ENV_VAR",
+           "STATUSES"]

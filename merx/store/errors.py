@@ -14,3 +14,19 @@ class InvalidRunId(StoreError, ValueError):
 
 class SchemaTooNew(StoreError):
     """The database was written by a newer merx: it holds migrations this merx does not know."""
+
+
+class StoreLocked(StoreError):
+    """Another process held the write lock for longer than the busy timeout."""
+
+
+class StoreReadOnly(StoreError):
+    """The database file, or the folder SQLite must create its ``-wal``/``-shm`` files in, cannot be written."""
+
+
+class StoreCorrupt(StoreError):
+    """Damaged pages, a file that is not SQLite, or a table missing that the migrations created."""
+
+
+class StoreFull(StoreError):
+    """A write failed for want of space: the disk is full or a file reached the size limit."""

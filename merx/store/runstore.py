@@ -1,14 +1,19 @@
 """``RunStore``: what merx records about each run, written as it happens and read back later.
 
 The database is ``results.db`` in the working directory unless ``--db`` / ``MERX_DB`` names
-another file or an SQLAlchemy URL (a server). SQLite is configured for several processes
-writing at once (field-notes.md, "SQLite through SQLAlchemy"): WAL journal, 30-s busy timeout,
-pysqlite's own transaction handling off and ``BEGIN IMMEDIATE`` at the start of every write
-transaction, so that a read-then-write transaction waits for the lock instead of failing or
-losing an update. Reads begin ``DEFERRED``: under WAL they never wait for a writer.
+another file or an SQLAlchemy URL (a server); its folder must exist (a mistyped path is
+refused, not created). SQLite is configured for several processes writing at once
+(field-notes.md, "SQLite through SQLAlchemy"): WAL journal, a busy timeout (30 s, or
+``$MERX_DB_BUSY_TIMEOUT`` seconds), pysqlite's own transaction handling off and ``BEGIN
+IMMEDIATE`` at the start of every write transaction, so that a read-then-write transaction waits
+for the lock instead of failing or losing an update. Reads begin ``DEFERRED``: under WAL they
+never wait for a writer, and opening a database whose schema is up to date is a read, so the
+commands that only read never wait for a lock held elsewhere.
 
 Every write method is one transaction: ``add_epoch`` commits each epoch, so a run whose process
-dies keeps every epoch it finished (its status stays ``running``).
+dies keeps every epoch it finished (its status stays ``running``). Every failure of the database
+itself (locked, read-only, damaged, full) is raised as one ``StoreError`` subclass naming the
+file and the fix (``merx.store.faults``), never as SQLAlchemy's exception.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import json
 import math
 import os
 import re
+import shlex
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,14 +33,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from merx.store import faults
 from merx.store import schema as t
 from merx.store.errors import InvalidRunId, RunNotFound, StoreError
-from merx.store.migrations import migrate
+from merx.store.migrations import migrate, migrations_table
 
 DEFAULT_DB = "results.db"
 ENV_VAR = "MERX_DB"
-#: How long a write waits for another process's write transaction before giving up.
+#: How long a write waits for another process's write transaction before giving up
+#: (``$MERX_DB_BUSY_TIMEOUT`` seconds overrides it).
 BUSY_TIMEOUT_S = 30.0
+ENV_BUSY_TIMEOUT = faults.ENV_BUSY_TIMEOUT
 STATUSES = ("running", "completed", "failed", "interrupted")
 FINAL_STATUSES = STATUSES[1:]
 
@@ -76,8 +86,18 @@ def resolve_url(url_or_path: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{Path(value).expanduser().resolve()}"
 
 
-def create_store_engine(url: str) -> sa.Engine:
-    """An engine for ``url``; SQLite (pysqlite) gets the multi-process configuration."""
+def sqlite_file(url: sa.URL) -> Path | None:
+    """The database file of an SQLite URL; None for a server, ``:memory:`` or a ``file:`` URI."""
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return None if url.database.startswith("file:") else Path(url.database)
+
+
+def create_store_engine(url: str, busy_timeout: float | None = None) -> sa.Engine:
+    """An engine for ``url``; SQLite (pysqlite) gets the multi-process configuration.
+
+    ``busy_timeout``: seconds a write waits for another process's lock (default
+    ``$MERX_DB_BUSY_TIMEOUT`` or 30). The folder of an SQLite file must exist."""
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
@@ -85,10 +105,18 @@ def create_store_engine(url: str) -> sa.Engine:
                          "(e.g. sqlite:///results.db, postgresql://user@host/merx).") from None
     if parsed.get_backend_name() != "sqlite" or parsed.get_driver_name() != "pysqlite":
         return sa.create_engine(parsed)
-    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(parsed)
+    if path is not None and not path.parent.is_dir():
+        # SQLite would fail with "unable to open database file"; creating the folders instead
+        # would hide a typo in --db behind a new, empty database.
+        folder = path.parent.absolute()
+        raise StoreError(f"cannot create the results database {path.absolute()}: its folder {folder} does not "
+                         "exist. Check the path given to --db (or MERX_DB), or create the folder: "
+                         f"mkdir -p {shlex.quote(str(folder))}")
+    if busy_timeout is None:
+        busy_timeout = faults.env_seconds(ENV_BUSY_TIMEOUT, BUSY_TIMEOUT_S)
     # pysqlite's timeout is SQLite's busy timeout: a locked database is retried this long.
-    engine = sa.create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S})
+    engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout})
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_conn, _record):
@@ -205,22 +233,32 @@ class RunStore:
     """The results database: runs, their epochs, metrics, baselines, predictions and failures.
 
     ``RunStore()`` opens ``$MERX_DB`` or ``./results.db``; ``RunStore("other.db")`` or
-    ``RunStore("postgresql://...")`` another one. Opening creates the file if needed and
-    upgrades an older schema (``upgraded`` lists the migrations applied). Create one store per
-    process (an engine must not cross a fork)."""
+    ``RunStore("postgresql://...")`` another one. Opening creates the file if needed (in an
+    existing folder) and upgrades an older schema (``upgraded`` lists the migrations applied);
+    opening an up-to-date database only reads. ``write=True`` also runs ``check_writable``: a
+    run opens its store that way, so that it fails before any work rather than after training.
+    ``busy_timeout`` (seconds) overrides ``$MERX_DB_BUSY_TIMEOUT``. Create one store per process
+    (an engine must not cross a fork)."""
 
     parse_run_id = staticmethod(parse_run_id)
 
-    def __init__(self, url_or_path: str | os.PathLike | None = None):
+    def __init__(self, url_or_path: str | os.PathLike | None = None, *, write: bool = False,
+                 busy_timeout: float | None = None):
         self.url = resolve_url(url_or_path)
-        self.engine = create_store_engine(self.url)
+        self.busy_timeout = (faults.env_seconds(ENV_BUSY_TIMEOUT, BUSY_TIMEOUT_S)
+                             if busy_timeout is None else float(busy_timeout))
+        self.engine = create_store_engine(self.url, self.busy_timeout)
         self._reader = self.engine.execution_options(merx_begin="DEFERRED")
+        self._path = sqlite_file(self.engine.url)
         try:
-            self.upgraded = migrate(self.engine, where=self.location)
-        except sa.exc.DBAPIError as exc:
-            self.engine.dispose()
-            raise StoreError(f"cannot open the results database {self.location}: {exc.orig}. "
-                             "Choose another with --db PATH (or MERX_DB).") from exc
+            try:
+                with self._faults():
+                    self.upgraded = migrate(self.engine, where=self.location)
+            except sa.exc.DBAPIError as exc:
+                raise StoreError(f"cannot open the results database {self.location}: {exc.orig}. "
+                                 "Choose another with --db PATH (or MERX_DB).") from exc
+            if write:
+                self.check_writable()
         except BaseException:
             self.engine.dispose()
             raise
@@ -240,7 +278,42 @@ class RunStore:
         """Release the database connections."""
         self.engine.dispose()
 
+    def check_writable(self) -> None:
+        """Raise the ``StoreError`` a run would meet later, now: a database that is read-only
+        (file, folder or mount), damaged (``PRAGMA quick_check``, which reads every page), lacking a
+        table, or locked past the busy timeout. Writes nothing: the probe row is rolled back."""
+        with self._transaction() as conn:
+            missing = sorted(set(t.metadata.tables) - set(sa.inspect(conn).get_table_names()))
+            if missing:
+                raise faults.lacking(self.location, "table(s) " + ", ".join(missing))
+            if self._path is not None:
+                verdict = conn.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+                if verdict != "ok":
+                    raise faults.damaged(self.location, self._path, f"quick_check: {verdict}")
+        with self._faults(), self.engine.connect() as conn, conn.begin() as trans:
+            # A read-only file opens without complaint and even takes the write lock; only a
+            # write is refused.
+            conn.execute(sa.insert(migrations_table).values(name="merx write check", applied_at=_iso(_now())))
+            trans.rollback()
+
     # -- internals ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _faults(self) -> Iterator[None]:
+        """Turn a failure of the database into the ``StoreError`` that names it; once, here."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            error = faults.translate(exc, self.location, self._path, self.busy_timeout)
+            if error is None:
+                raise
+            raise error from exc
+
+    @contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[sa.Connection]:
+        """One transaction: ``BEGIN IMMEDIATE`` to write, ``DEFERRED`` (never waiting) to read."""
+        with self._faults(), (self.engine if write else self._reader).begin() as conn:
+            yield conn
 
     def _not_found(self, conn: sa.Connection, run_id: int) -> RunNotFound:
         latest = list(conn.execute(sa.select(t.runs.c.id).order_by(t.runs.c.id.desc()).limit(5)).scalars())
@@ -259,7 +332,7 @@ class RunStore:
 
     def _insert(self, table: sa.Table, run_id: int, rows: list[dict], duplicate: str) -> None:
         """Insert ``rows`` for an existing run in one transaction."""
-        with self.engine.begin() as conn:
+        with self._transaction(write=True) as conn:
             self._require(conn, run_id)
             if not rows:
                 return
@@ -280,7 +353,7 @@ class RunStore:
             group_hash=group_hash, seed=seed, task=task, status="running", started_at=_iso(_now()),
             device=None if device is None else str(device), versions_json=_json(versions or {}),
             git_commit=git_commit, tags_json=_json(list(tags or ())))
-        with self.engine.begin() as conn:
+        with self._transaction(write=True) as conn:
             return conn.execute(sa.insert(t.runs).values(**values)).inserted_primary_key[0]
 
     def add_plugins(self, run_id: int, rows: list[dict]) -> None:
@@ -356,7 +429,7 @@ class RunStore:
             if key == "status" and value not in STATUSES:
                 raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {value!r}")
             values[key] = value
-        with self.engine.begin() as conn:
+        with self._transaction(write=True) as conn:
             self._require(conn, run_id)
             if values:
                 conn.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(**values))
@@ -368,7 +441,7 @@ class RunStore:
         if status not in FINAL_STATUSES:
             raise ValueError(f"a run finishes as one of {', '.join(FINAL_STATUSES)}, not {status!r}")
         ended = _now()
-        with self.engine.begin() as conn:
+        with self._transaction(write=True) as conn:
             started = datetime.fromisoformat(self._require(conn, run_id)["started_at"])
             values = {"status": status, "ended_at": _iso(ended),
                       "wall_seconds": round((ended - started).total_seconds(), 3)}
@@ -412,7 +485,7 @@ class RunStore:
         q = q.order_by(t.runs.c.id.desc())
         if limit is not None:
             q = q.limit(limit)
-        with self._reader.begin() as conn:
+        with self._transaction() as conn:
             rows = conn.execute(q).mappings().all()
             test: dict[int, dict] = defaultdict(dict)
             ids = [r["id"] for r in rows]
@@ -425,14 +498,14 @@ class RunStore:
     def experiments(self) -> list[str]:
         """Names of the experiments with runs in this database, sorted."""
         q = sa.select(t.runs.c.experiment).distinct().order_by(t.runs.c.experiment)
-        with self._reader.begin() as conn:
+        with self._transaction() as conn:
             return list(conn.execute(q).scalars())
 
     def group_hashes(self, prefix: str = "") -> list[str]:
         """The distinct ``group_hash`` values starting with ``prefix``, sorted."""
         q = (sa.select(t.runs.c.group_hash).distinct()
              .where(t.runs.c.group_hash.startswith(prefix, autoescape=True)).order_by(t.runs.c.group_hash))
-        with self._reader.begin() as conn:
+        with self._transaction() as conn:
             return list(conn.execute(q).scalars())
 
     def plugin_uses(self, kind: str, name: str) -> list[dict]:
@@ -441,7 +514,7 @@ class RunStore:
         p = t.run_plugins.c
         q = (sa.select(p.run_id, p.origin, p.source, p.version)
              .where(p.kind == kind, p.name == name).order_by(p.run_id))
-        with self._reader.begin() as conn:
+        with self._transaction() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
     def tag_run(self, run_id: int | str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[str]:
@@ -451,7 +524,7 @@ class RunStore:
         for tag in add:
             if not tag.strip():
                 raise ValueError("a tag must not be empty")
-        with self.engine.begin() as conn:
+        with self._transaction(write=True) as conn:
             raw = self._require(conn, run_id)["tags_json"]
             tags = [x for x in (json.loads(raw) if raw else []) if x not in remove]
             tags += [x for x in dict.fromkeys(add) if x not in tags]
@@ -465,7 +538,7 @@ class RunStore:
         ``failures`` (list), ``artifacts`` (list) and ``prediction_count``. Unknown id:
         ``RunNotFound``."""
         run_id = parse_run_id(run_id)
-        with self._reader.begin() as conn:
+        with self._transaction() as conn:
             out = _decode_run(self._require(conn, run_id))
 
             def rows(table: sa.Table, *order) -> list[dict]:
@@ -500,7 +573,7 @@ class RunStore:
              .order_by(t.predictions.c.split, t.predictions.c.song_id))
         if split is not None:
             q = q.where(t.predictions.c.split == split)
-        with self._reader.begin() as conn:
+        with self._transaction() as conn:
             self._require(conn, run_id)
             out = []
             for r in conn.execute(q).mappings():
