@@ -171,6 +171,70 @@ def test_a_database_that_needs_migrating_waits_for_the_lock_and_then_migrates(tm
 
 # -- a run never loses its training to the store (item 8) ------------------------------------------
 
+def test_epochs_that_meet_a_lock_wait_in_memory_and_land_exactly_once(tmp_path, monkeypatch):
+    """A run at epoch 3 of 300 must not fail because someone held the database for a minute:
+    the epoch waits in memory, training goes on, and the next epoch write (after a back-off)
+    or finish_run writes everything waiting, in order, once."""
+    monkeypatch.setenv("MERX_DB_BUSY_TIMEOUT", "0.5")
+    db = tmp_path / "r.db"
+    store = RunStore(db, write=True)
+    run_id = start(store)
+
+    def epoch(n):
+        store.add_epoch(run_id, n, {"train_loss": 1.0 / n, "val_loss": float("nan") if n == 2 else 2.0 / n})
+
+    epoch(1)
+    with held_lock(db, tmp_path / "signals", hold_s=60) as lock:
+        epoch(2)  # meets the lock: returns after the busy timeout instead of raising
+        epoch(3)
+        assert store.pending_epochs == [(run_id, 2), (run_id, 3)]
+        assert not lock.released.exists()
+        lock.release()
+    n, deadline = 3, time.monotonic() + 60
+    while store.pending_epochs:  # the next epochs, once the back-off has passed, write the waiting ones
+        assert time.monotonic() < deadline, "the waiting epochs were never written"
+        n += 1
+        epoch(n)
+        time.sleep(0.1)
+    assert sorted(RunStore(db).get_run(run_id)["epochs"]) == list(range(1, n + 1))
+
+    # The same again at the end of training: finish_run keeps trying until the lock is free.
+    with held_lock(db, tmp_path / "signals2", hold_s=2.0) as lock:
+        epoch(n + 1)
+        assert store.pending_epochs == [(run_id, n + 1)]
+        store.finish_run(run_id, "completed", best_epoch=n + 1, epochs_run=n + 1)
+        assert lock.released.exists()  # it waited for the holder rather than failing
+    assert store.pending_epochs == []
+    epoch(1)  # writing an epoch again with the same values changes nothing
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT epoch, metric, count(*) FROM epochs GROUP BY epoch, metric").fetchall()
+        status = conn.execute("SELECT status, epochs_run FROM runs").fetchone()
+    assert sorted({e for e, _, _ in rows}) == list(range(1, n + 2))
+    assert len(rows) == 2 * (n + 1) and {c for _, _, c in rows} == {1}
+    assert status == ("completed", n + 1)
+    with pytest.raises(StoreError, match="epoch 1 is already recorded, with other values of train_loss"):
+        store.add_epoch(run_id, 1, {"train_loss": 0.0})
+    assert store.pending_epochs == []
+
+
+def test_finish_run_gives_up_after_its_final_wait_and_says_what_is_unrecorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("MERX_DB_BUSY_TIMEOUT", "0.2")
+    monkeypatch.setenv("MERX_DB_FINAL_WAIT", "1")
+    db = tmp_path / "r.db"
+    store = RunStore(db)
+    run_id = start(store)
+    with held_lock(db, tmp_path / "signals", hold_s=60) as lock:
+        store.add_epoch(run_id, 1, {"train_loss": 0.5})
+        with pytest.raises(StoreLocked, match=r"could not record that run1 ended \(failed\) and 1 epoch\(s\) waiting "
+                                              r"in memory after retrying for 1 s \(MERX_DB_FINAL_WAIT"):
+            store.finish_run(run_id, "failed", error="boom")
+        with pytest.raises(StoreLocked, match=r"r\.db is locked: .*more than 0\.2 s"):
+            start(store)  # other writes wait the busy timeout, then say so
+        assert not lock.released.exists()
+    store.finish_run(run_id, "failed", error="boom")  # the lock is gone: everything lands
+    assert RunStore(db).get_run(run_id)["epochs"] == {1: {"train_loss": 0.5}}
+
+
 def test_busy_timeout_must_be_a_number_of_seconds(tmp_path, monkeypatch):
     monkeypatch.setenv("MERX_DB_BUSY_TIMEOUT", "soon")
     with pytest.raises(StoreError, match=r"MERX_DB_BUSY_TIMEOUT='soon' is not a number of seconds"):

@@ -11,7 +11,9 @@ never wait for a writer, and opening a database whose schema is up to date is a 
 commands that only read never wait for a lock held elsewhere.
 
 Every write method is one transaction: ``add_epoch`` commits each epoch, so a run whose process
-dies keeps every epoch it finished (its status stays ``running``). Every failure of the database
+dies keeps every epoch it finished (its status stays ``running``). A lock held elsewhere for
+longer than the busy timeout does not fail a run's epoch: it waits in memory and is written
+with the next one, and ``finish_run`` keeps trying for minutes. Every failure of the database
 itself (locked, read-only, damaged, full) is raised as one ``StoreError`` subclass naming the
 file and the fix (``merx.store.faults``), never as SQLAlchemy's exception.
 """
@@ -19,10 +21,12 @@ file and the fix (``merx.store.faults``), never as SQLAlchemy's exception.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 import shlex
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -35,7 +39,7 @@ from sqlalchemy import event
 
 from merx.store import faults
 from merx.store import schema as t
-from merx.store.errors import InvalidRunId, RunNotFound, StoreError
+from merx.store.errors import InvalidRunId, RunNotFound, StoreError, StoreLocked
 from merx.store.migrations import migrate, migrations_table
 
 DEFAULT_DB = "results.db"
@@ -44,6 +48,11 @@ ENV_VAR = "MERX_DB"
 #: (``$MERX_DB_BUSY_TIMEOUT`` seconds overrides it).
 BUSY_TIMEOUT_S = 30.0
 ENV_BUSY_TIMEOUT = faults.ENV_BUSY_TIMEOUT
+#: How long ``finish_run`` keeps retrying a locked database (``$MERX_DB_FINAL_WAIT`` seconds).
+FINAL_WAIT_S = 300.0
+ENV_FINAL_WAIT = "MERX_DB_FINAL_WAIT"
+#: Longest pause between two attempts to write epochs that met a lock.
+MAX_BACKOFF_S = 60.0
 STATUSES = ("running", "completed", "failed", "interrupted")
 FINAL_STATUSES = STATUSES[1:]
 
@@ -54,6 +63,7 @@ _FAILURE_KEYS = ("song_id", "stage", "reason", "path")
 _PLUGIN_KEYS = ("kind", "name", "origin", "source", "version")
 _JSON_FIELDS = {"config": "config_json", "versions": "versions_json", "tags": "tags_json"}
 _RUN_ID = re.compile(r"(?:run)?\s*(\d+)", re.IGNORECASE)
+log = logging.getLogger(__name__)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -237,19 +247,23 @@ class RunStore:
     existing folder) and upgrades an older schema (``upgraded`` lists the migrations applied);
     opening an up-to-date database only reads. ``write=True`` also runs ``check_writable``: a
     run opens its store that way, so that it fails before any work rather than after training.
-    ``busy_timeout`` (seconds) overrides ``$MERX_DB_BUSY_TIMEOUT``. Create one store per process
-    (an engine must not cross a fork)."""
+    ``busy_timeout`` / ``final_wait`` (seconds) override ``$MERX_DB_BUSY_TIMEOUT`` /
+    ``$MERX_DB_FINAL_WAIT``. Create one store per process (an engine must not cross a fork)."""
 
     parse_run_id = staticmethod(parse_run_id)
 
     def __init__(self, url_or_path: str | os.PathLike | None = None, *, write: bool = False,
-                 busy_timeout: float | None = None):
+                 busy_timeout: float | None = None, final_wait: float | None = None):
         self.url = resolve_url(url_or_path)
         self.busy_timeout = (faults.env_seconds(ENV_BUSY_TIMEOUT, BUSY_TIMEOUT_S)
                              if busy_timeout is None else float(busy_timeout))
+        self.final_wait = faults.env_seconds(ENV_FINAL_WAIT, FINAL_WAIT_S) if final_wait is None else float(final_wait)
         self.engine = create_store_engine(self.url, self.busy_timeout)
         self._reader = self.engine.execution_options(merx_begin="DEFERRED")
         self._path = sqlite_file(self.engine.url)
+        self._pending: list[tuple[int, int, list[dict]]] = []  # epochs that met a lock, oldest first
+        self._backoff = 0.0
+        self._retry_at = 0.0
         try:
             try:
                 with self._faults():
@@ -276,6 +290,10 @@ class RunStore:
 
     def close(self) -> None:
         """Release the database connections."""
+        if self._pending:
+            log.warning("%d epoch(s) of %s were never written to %s: the database stayed locked",
+                        len(self._pending), ", ".join(sorted({format_run_id(r) for r, _, _ in self._pending})),
+                        self.location)
         self.engine.dispose()
 
     def check_writable(self) -> None:
@@ -295,6 +313,11 @@ class RunStore:
             # write is refused.
             conn.execute(sa.insert(migrations_table).values(name="merx write check", applied_at=_iso(_now())))
             trans.rollback()
+
+    @property
+    def pending_epochs(self) -> list[tuple[int, int]]:
+        """``(run_id, epoch)`` of the epochs waiting in memory for a lock held elsewhere, oldest first."""
+        return [(run_id, epoch) for run_id, epoch, _ in self._pending]
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -366,11 +389,58 @@ class RunStore:
         self._insert(t.run_plugins, run_id, clean, "could not record its plugins")
 
     def add_epoch(self, run_id: int, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Record one finished epoch's metrics in their own transaction (NaN/inf stored as NULL)."""
+        """Record one finished epoch's metrics in their own transaction (NaN/inf stored as NULL).
+
+        When another process holds the write lock past the busy timeout, the epoch waits in
+        memory (``pending_epochs``) and this returns, so training goes on: the next ``add_epoch``
+        after a back-off (1 s, doubling up to a minute) and ``finish_run`` write every waiting
+        epoch, oldest first. Writing an epoch again with the same values changes nothing."""
         rows = [{"run_id": run_id, "epoch": int(epoch), "metric": str(name),
                  "value": _number(value, f"{format_run_id(run_id)} epoch {epoch} metric {name!r}")}
                 for name, value in metrics.items()]
-        self._insert(t.epochs, run_id, rows, f"epoch {epoch} is already recorded")
+        self._pending.append((run_id, int(epoch), rows))
+        if time.monotonic() < self._retry_at:
+            return
+        try:
+            with self._transaction(write=True) as conn:
+                written = self._write_pending(conn)
+        except StoreLocked:
+            self._backoff = min(2 * self._backoff, MAX_BACKOFF_S) if self._backoff else 1.0
+            self._retry_at = time.monotonic() + self._backoff
+            log.warning("%s is locked by another process: epoch %s of %s waits in memory (%d waiting) and is "
+                        "written once the lock is free; training goes on", self.location, epoch,
+                        format_run_id(run_id), len(self._pending))
+            return
+        self._written(written)
+
+    def _write_pending(self, conn: sa.Connection) -> int:
+        """Insert every waiting epoch, oldest first, in ``conn``'s transaction; returns how many.
+
+        Rows already there with the same value are skipped, so a retry never duplicates; a
+        different value is a real duplicate and raises. An epoch that can never be written
+        (duplicate, unknown run) is dropped from the queue as it raises."""
+        e = t.epochs.c
+        for i, (run_id, epoch, rows) in enumerate(self._pending):
+            try:
+                self._require(conn, run_id)
+                q = sa.select(e.metric, e.value).where(e.run_id == run_id, e.epoch == epoch)
+                have = dict(conn.execute(q).all())
+                clash = [r["metric"] for r in rows if r["metric"] in have and have[r["metric"]] != r["value"]]
+                if clash:
+                    raise StoreError(f"{format_run_id(run_id)}: epoch {epoch} is already recorded, with other "
+                                     f"values of {', '.join(clash)}")
+                new = [r for r in rows if r["metric"] not in have]
+                if new:
+                    conn.execute(sa.insert(t.epochs), new)
+            except StoreError:
+                del self._pending[i]
+                raise
+        return len(self._pending)
+
+    def _written(self, count: int) -> None:
+        """The oldest ``count`` waiting epochs are committed."""
+        del self._pending[:count]
+        self._backoff = self._retry_at = 0.0
 
     def add_metrics(self, run_id: int, split: str, metrics: Mapping[str, float]) -> None:
         """Record the final model's metrics on ``split`` (``test`` or ``validate``)."""
@@ -437,18 +507,36 @@ class RunStore:
     def finish_run(self, run_id: int, status: str, error: str | None = None, best_epoch: int | None = None,
                    epochs_run: int | None = None, checkpoint_path: str | None = None) -> None:
         """Close a run: set its final status, ``ended_at`` and ``wall_seconds``; the optional fields
-        are set only when given."""
+        are set only when given. Epochs waiting in memory are written first, in the same
+        transaction. A lock held elsewhere is retried with back-off for ``final_wait`` seconds
+        (default 300) before ``StoreLocked``: hours of training are worth minutes of waiting."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"a run finishes as one of {', '.join(FINAL_STATUSES)}, not {status!r}")
         ended = _now()
-        with self._transaction(write=True) as conn:
-            started = datetime.fromisoformat(self._require(conn, run_id)["started_at"])
-            values = {"status": status, "ended_at": _iso(ended),
-                      "wall_seconds": round((ended - started).total_seconds(), 3)}
-            optional = {"error": error, "best_epoch": best_epoch, "epochs_run": epochs_run,
-                        "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path)}
-            values.update({k: v for k, v in optional.items() if v is not None})
-            conn.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(**values))
+        optional = {"error": error, "best_epoch": best_epoch, "epochs_run": epochs_run,
+                    "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path)}
+        deadline = time.monotonic() + self.final_wait
+        delay = 1.0
+        while True:
+            try:
+                with self._transaction(write=True) as conn:
+                    written = self._write_pending(conn)
+                    started = datetime.fromisoformat(self._require(conn, run_id)["started_at"])
+                    values = {"status": status, "ended_at": _iso(ended),
+                              "wall_seconds": round((ended - started).total_seconds(), 3)}
+                    values.update({k: v for k, v in optional.items() if v is not None})
+                    conn.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(**values))
+                self._written(written)
+                return
+            except StoreLocked as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    waiting = f" and {len(self._pending)} epoch(s) waiting in memory" if self._pending else ""
+                    raise StoreLocked(f"could not record that {format_run_id(run_id)} ended ({status}){waiting} "
+                                      f"after retrying for {self.final_wait:g} s ({ENV_FINAL_WAIT} sets how long): "
+                                      f"{exc}") from exc
+                time.sleep(min(delay, left))
+                delay = min(2 * delay, 30.0)
 
     # -- reading ------------------------------------------------------------------------------
 
