@@ -14,12 +14,13 @@ from merx.store import RunStore
 # Text a user (or a data file) can put in the results database, and what must come out.
 NAME = "[red]x[/red]"
 TAG = "[/bold]"
-NOTE = "lr [/x] too \x1b[2Jhigh\x07 [b]really[/b]\x9b31m"
+# U+202E would display the rest of the line reversed ("gnp.exe" as "exe.png").
+NOTE = "lr [/x] too \x1b[2Jhigh\x07 [b]really[/b]\x9b31m\u202e"
 NOTE_SHOWN = "lr [/x] too high [b]really[/b]"
 OTHER = "[bold]b|c*"
 SONG = "[red]s1[/red]"
 REASON = "bad [/bold] \x1b]0;owned\x07header\r"
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def merx(*args, **kw):
@@ -107,7 +108,7 @@ def test_compare_prints_names_and_values_literally(db):
     out = visible(result.stdout)
     assert NAME in out and OTHER in out
     assert "[i]desc[/i]" in out  # a differing config value
-    assert "[b]f (local file)" in out  # a plugin only run1 used
+    assert "[b]f (local: /p/[/x]/f.py)" in out  # a plugin only run1 used, spelt as merx show spells it
 
 
 def test_an_error_line_carries_no_control_characters():

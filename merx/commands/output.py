@@ -27,8 +27,10 @@ _ESCAPE_SEQUENCE = re.compile(
     r"|\x1b[ -/]*[0-~]?"  # any other: ESC c (reset), ESC 7, ...
 )
 # What is left of C0 (bar tab and newline), DEL and C1: carriage return, backspace and bell
-# rewrite or disturb what was printed before them.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# rewrite or disturb what was printed before them. Unicode's bidirectional embeddings,
+# overrides and isolates (U+202A-U+202E, U+2066-U+2069) reorder what follows them on screen,
+# so "run1 [U+202E]gnp.exe" would display reversed: removed too.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def clean(text) -> str:

@@ -57,13 +57,11 @@ def config_differences(subjects: list[Subject], show_all: bool = False) -> dict:
 def _plugins_of(run: dict) -> dict[str, str]:
     """``{kind: "lmf (lowrank-fusion 0.1.0)"}``: where each plugin came from, the distribution
     named (two runs may load the same plugin name from different distributions)."""
+    from merx.plugins import provenance_label
+
     out: dict[str, list[str]] = {}
     for p in run.get("plugins") or []:
-        origin = p.get("origin") or "?"
-        if origin == "distribution" and p.get("source"):
-            origin = p["source"]
-        version = f" {p['version']}" if p.get("version") else ""
-        out.setdefault(p["kind"], []).append(f"{p['name']} ({origin}{version})")
+        out.setdefault(p["kind"], []).append(provenance_label(p))
     return {k: ", ".join(v) for k, v in out.items()}
 
 
