@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from merx.data.songs import QUADRANTS
+from merx.data.songs import HOLE, QUADRANTS
 
-HOLE = (0.4, 0.6)  # MERGE removed songs whose mean valence or arousal fell here
 _Q_COLOURS = {"Q1": "#d62728", "Q2": "#9467bd", "Q3": "#1f77b4", "Q4": "#2ca02c"}
 
 

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from merx.baselines import HOLE, Targets, compute_baselines, majority_quadrant, quadrant_centre_va, random_va
-from merx.data.songs import Song
+from merx.baselines import Targets, compute_baselines, majority_quadrant, quadrant_centre_va, random_va
+from merx.data.songs import HOLE, Song
 from merx.metrics import (
     METRICS,
     classification_metrics,
