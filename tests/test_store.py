@@ -277,7 +277,7 @@ def test_an_older_database_is_upgraded(tmp_path):
                                                    status="completed", started_at="2024-01-01T00:00:00+00:00"))
     engine.dispose()
     store = RunStore(path)
-    assert store.upgraded == ["m002_run_lookup_indexes"]
+    assert store.upgraded == ["m002_run_lookup_indexes", "m003_data_notes"]
     with sqlite3.connect(path) as conn:
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"ix_runs_experiment", "ix_runs_group_hash", "ix_runs_config_hash"} <= indexes
@@ -353,3 +353,19 @@ def test_a_run_whose_process_dies_keeps_its_epochs(tmp_path):
     (run,) = RunStore(path).list_runs()
     assert run["status"] == "running" and run["ended_at"] is None
     assert sorted(RunStore(path).get_run(run["id"])["epochs"]) == list(range(1, EPOCHS + 1))
+
+
+def test_data_notes_are_recorded_and_read_back_and_reach_databases_made_before_them(tmp_path):
+    path = tmp_path / "old.db"
+    engine = create_store_engine(f"sqlite:///{path}")
+    migrate(engine, MIGRATIONS[:2])  # a database from before data notes existed
+    engine.dispose()
+    store = RunStore(path)
+    assert store.upgraded == ["m003_data_notes"]
+    run_id = store.start_run("e", None, {"task": "regression"}, "h", "g", 0, "regression", "cpu", {}, None)
+    store.add_data_notes(run_id, {"label_disagrees": [("A2", "label Q1, V/A (0.2, 0.9) imply Q2")],
+                                  "in_hole": [("A1", "V/A (0.55, 0.9)"), ("A3", "V/A (0.8, 0.45)")]})
+    notes = store.get_run(run_id)["data_notes"]
+    assert [(n["kind"], n["song_id"]) for n in notes] == [("in_hole", "A1"), ("in_hole", "A3"),
+                                                          ("label_disagrees", "A2")]
+    assert notes[2]["detail"] == "label Q1, V/A (0.2, 0.9) imply Q2"

@@ -10,9 +10,10 @@ them happens in one write transaction (``BEGIN IMMEDIATE`` on SQLite) that check
 processes opening a new file at once cannot both migrate it.
 
 To change the schema: append a new function decorated with ``@migration``, never edit or
-reorder an applied one. ``m001_initial`` creates the tables from ``schema.py``; before the
-first change to a table there, copy that table's original definition into ``m001_initial``
-so that a fresh database still goes through every step (the test comparing the migrated
+reorder an applied one. ``m001_initial`` creates the tables of ``schema.INITIAL_TABLES``; a new
+table is added to ``schema.py`` and created by its own migration. Before the first change to a
+table of m001, copy that table's original definition into ``m001_initial`` so that a fresh
+database still goes through every step (the test comparing the migrated
 schema with ``schema.py`` catches a forgotten step).
 """
 
@@ -46,7 +47,7 @@ def migration(fn: Migration) -> Migration:
 
 @migration
 def m001_initial(conn: sa.Connection) -> None:
-    schema.metadata.create_all(conn)
+    schema.metadata.create_all(conn, tables=schema.INITIAL_TABLES)
 
 
 @migration
@@ -55,6 +56,11 @@ def m002_run_lookup_indexes(conn: sa.Connection) -> None:
     # m001 (on another fresh database) would then create them before this step runs.
     for column in ("experiment", "group_hash", "config_hash"):
         conn.exec_driver_sql(f"CREATE INDEX ix_runs_{column} ON runs ({column})")
+
+
+@migration
+def m003_data_notes(conn: sa.Connection) -> None:
+    schema.data_notes.create(conn)
 
 
 def applied_migrations(conn: sa.Connection) -> list[str]:

@@ -485,6 +485,13 @@ class RunStore:
                           "reason": str(row["reason"]), "path": None if row.get("path") is None else str(row["path"])})
         self._insert(t.failures, run_id, clean, "could not record its failures")
 
+    def add_data_notes(self, run_id: int, notes: dict[str, list[tuple[str, str]]]) -> None:
+        """Record data notes, ``{kind: [(song id, detail), ...]}`` as
+        :meth:`merx.data.songs.SongTable.notes` returns them."""
+        rows = [{"run_id": run_id, "song_id": str(song_id), "kind": kind, "detail": str(detail)}
+                for kind, songs in notes.items() for song_id, detail in songs]
+        self._insert(t.data_notes, run_id, rows, "could not record its data notes")
+
     def update_run(self, run_id: int, **fields: Any) -> None:
         """Set columns of a run, e.g. ``note="lr too high"``, ``best_epoch=7``. ``config``,
         ``versions`` and ``tags`` take the decoded values."""
@@ -623,7 +630,7 @@ class RunStore:
         """One run, every column decoded (``config``, ``versions``, ``tags`` instead of the
         ``_json`` columns), plus ``plugins`` (list), ``epochs`` ``{epoch: {metric: value}}``,
         ``metrics`` ``{split: {metric: value}}``, ``baselines`` ``{baseline: {metric: value}}``,
-        ``failures`` (list), ``artifacts`` (list) and ``prediction_count``. Unknown id:
+        ``failures`` (list), ``artifacts`` (list), ``data_notes`` (list) and ``prediction_count``. Unknown id:
         ``RunNotFound``."""
         run_id = parse_run_id(run_id)
         with self._transaction() as conn:
@@ -642,6 +649,8 @@ class RunStore:
             out["baselines"] = self._nested(rows(t.baselines, t.baselines.c.baseline), "baseline")
             out["failures"] = [{k: r[k] for k in _FAILURE_KEYS} for r in rows(t.failures, t.failures.c.song_id)]
             out["artifacts"] = [{"kind": r["kind"], "path": r["path"]} for r in rows(t.artifacts)]
+            out["data_notes"] = [{k: r[k] for k in ("song_id", "kind", "detail")}
+                                 for r in rows(t.data_notes, t.data_notes.c.kind, t.data_notes.c.song_id)]
             out["prediction_count"] = conn.execute(
                 sa.select(sa.func.count()).select_from(t.predictions).where(t.predictions.c.run_id == run_id)
             ).scalar_one()

@@ -54,6 +54,11 @@ predictions  (one row per evaluated song; primary key run_id, split, song_id)
 failures  (songs that could not be used, and why)
     run_id, song_id, stage (``data``, ``audio``, ``lyrics``, ``features``, ...), reason, path.
 
+data_notes  (facts about a run's songs worth counting, not failures; see merx.data.songs.NOTE_KINDS)
+    run_id, song_id, kind (``label_disagrees``: the quadrant label differs from the quadrant
+    its valence/arousal imply; ``in_hole``: valence or arousal in MERGE's removed 0.4-0.6 band),
+    detail (what the labels say).
+
 artifacts  (files a run wrote)
     run_id, kind (``checkpoint``, ``plot``, ...), path.
 
@@ -172,4 +177,16 @@ artifacts = sa.Table(
     sa.Column("kind", sa.String(40), nullable=False),
     sa.Column("path", sa.Text, nullable=False),
     sa.Index("ix_artifacts_run_id", "run_id"),
+)
+
+#: The tables ``m001_initial`` created; tables added later are created by their own migration.
+INITIAL_TABLES = (runs, run_plugins, epochs, metrics, baselines, predictions, failures, artifacts)
+
+data_notes = sa.Table(
+    "data_notes", metadata,
+    _run_fk(),
+    sa.Column("song_id", _Key, nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("run_id", "song_id", "kind"),
 )
