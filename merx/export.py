@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from merx.commands.output import clean
-from merx.data.songs import QUADRANTS
+from merx.data.songs import NOTE_KINDS, QUADRANTS, TRUTH
 
 KINDS = ("runs", "metrics", "baselines", "epochs", "predictions")
 _RUN_COLUMNS = ("experiment", "status", "task", "seed", "group_hash", "config_hash", "started_at", "ended_at",
@@ -67,6 +67,10 @@ def rows(store, kind: str, run_ids: Iterable[int]) -> list[dict]:
         run = store.get_run(run_id)
         if kind == "runs":
             row = {"run": name, **{k: run.get(k) for k in _RUN_COLUMNS}, "tags": run.get("tags") or []}
+            # What its metrics are scored against, and how many songs' labels disagree with it.
+            row["truth"] = TRUTH.get(run.get("task"))
+            row.update({f"data_notes.{kind}": sum(n["kind"] == kind for n in run.get("data_notes") or [])
+                        for kind in NOTE_KINDS})
             row.update({f"test.{m}": v for m, v in (run["metrics"].get("test") or {}).items()})
             row.update({f"config.{k}": v for k, v in flatten(run["config"]).items()})
             out.append(row)

@@ -178,18 +178,20 @@ def test_prepare_prints_song_ids_and_reasons_literally():
 
     from merx.commands.data import _print_prepared
     from merx.commands.output import console
-    from merx.data.songs import QUADRANTS
+    from merx.data.songs import QUADRANTS, Failure, Song, SongTable
 
-    failure = SimpleNamespace(song_id=SONG, stage="audio", reason=REASON)
-    table = SimpleNamespace(counts=lambda: {"train": {q: 1 for q in QUADRANTS}}, failures=[failure])
+    songs = [Song(id=f"{SONG}{q}", split="train", quadrant=q, valence=0.8, arousal=0.8) for q in QUADRANTS]
+    table = SongTable(songs, failures=[Failure(SONG, "audio", REASON)])
     prepared = SimpleNamespace(table=table, features=None, overlap_warnings=["song [/s] is in two splits"])
     out = console()
     out.file = StringIO()
     out.width = 200
-    _print_prepared(out, {"name": NAME}, prepared)
+    _print_prepared(out, {"name": NAME, "task": "regression"}, prepared)
     text = visible(out.file.getvalue())
     assert f"{NAME}: songs per split" in text and SONG in text and "bad [/bold] header" in text
     assert "warning: song [/s] is in two splits" in text
+    # (0.8, 0.8) implies Q1: the songs labelled Q2..Q4 are counted, their ids printed literally.
+    assert "data note: 3 song(s): quadrant label differs" in text and f"{SONG}Q2" in text
 
 
 def test_report_escapes_names_in_the_page_and_draws_dollars_as_text(tmp_path):

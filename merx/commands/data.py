@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from merx.commands.options import experiment_argument, set_option
-from merx.commands.output import console, plain
+from merx.commands.output import console, plain, print_truth_and_notes
 
 
 @click.command("prepare")
@@ -41,6 +41,8 @@ def _print_prepared(out, cfg, prepared) -> None:
     if fs is not None:
         out.print(f"features: {fs.computed} computed, {fs.hits} from cache "
                   f"({prepared.timings['feature_seconds']:.1f} s); dB reference power {prepared.ref_power:g}")
+    notes = {kind: [sid for sid, _ in songs] for kind, songs in prepared.table.notes().items()}
+    print_truth_and_notes(out, cfg["task"], notes)
     for w in prepared.overlap_warnings:
         out.print(Text.assemble(("warning: ", "yellow"), plain(w)))
     fails = prepared.table.failures

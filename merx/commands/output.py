@@ -103,3 +103,18 @@ def metrics_table(title: str, metrics: dict, baselines: dict | None = None):
             continue
         t.add_row(plain(key), fmt(value), *(fmt(b.get(key)) for b in baselines.values()))
     return t
+
+
+def print_truth_and_notes(out, task: str, notes: dict[str, list]) -> None:
+    """The truth ``task`` is scored against, and how many songs each data note applies to
+    (``notes``: ``{kind: [song id, ...]}``), with a few ids: a researcher reads how far the
+    dataset's label and its valence/arousal disagree before trusting a quadrant score."""
+    from rich.text import Text
+
+    from merx.data.songs import NOTE_KINDS, TRUTH
+
+    out.print(Text.assemble(("truth: ", "bold"), plain(f"{task} runs are scored against {TRUTH[task]}")))
+    for kind, text in NOTE_KINDS.items():
+        ids = [str(i) for i in notes.get(kind, [])]
+        shown = f" ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})" if ids else ""
+        out.print(plain(f"data note: {len(ids)} song(s): {text}{shown}", style="yellow" if ids else "dim"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from merx.commands.options import STATUSES, db_option, json_option
-from merx.commands.output import clean, console, fmt, json_out, metrics_table, plain
+from merx.commands.output import clean, console, fmt, json_out, metrics_table, plain, print_truth_and_notes
 
 
 @click.command("runs")
@@ -142,6 +142,10 @@ def show_cmd(run_id, as_json, db):
         out.print(metrics_table("test metrics beside baselines", test, run.get("baselines") or {}))
     if run.get("plugins"):
         out.print(plain("plugins: " + ", ".join(plugin_label(p) for p in run["plugins"])))
+    notes: dict[str, list] = {}
+    for n in run.get("data_notes") or []:
+        notes.setdefault(n["kind"], []).append(n["song_id"])
+    print_truth_and_notes(out, run["task"], notes)
     fails = run.get("failures") or []
     if fails:
         t = Table(title=f"{len(fails)} songs failed", title_justify="left", title_style="yellow")

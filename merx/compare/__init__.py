@@ -106,9 +106,13 @@ def compare(store, subjects: list[Subject], show_all: bool = False, metrics: lis
         else:
             tests.append(paired_group_test(subjects[0], other, tested))
     multiple_testing = judge(tests, primary, ALPHA)
+    from merx.data.songs import TRUTH
+
     return {
         "mode": mode,
         "primary_metric": primary,
+        # What every metric and baseline of each task is scored against (one truth per task).
+        "truth": {task: TRUTH[task] for task in sorted(tasks)},
         "subjects": [{"label": s.label, "runs": [format_run_id(i) for i in s.ids],
                       "experiment": s.runs[0]["experiment"], "group_hash": s.group_hash,
                       "seeds": [r["seed"] for r in s.runs],

@@ -104,6 +104,8 @@ def render(result: dict, console) -> None:
         t.add_row(names[key], *(format_summary(s, 1 if key == "wall_seconds" else 0, interval=False) for s in per))
     console.print(t)
 
+    for task, truth in (result.get("truth") or {}).items():
+        console.print(plain(f"truth: {task} runs are scored against {truth}", "dim"))
     if result["tests"] and result.get("multiple_testing"):
         console.print(plain(result["multiple_testing"]["statement"], "italic"))
     for test in result["tests"]:
