@@ -1,15 +1,23 @@
-"""Early stopping and best-epoch tracking, with Lightning's semantics.
+"""Early stopping and best-epoch tracking: Lightning's rules, except that patience 0 is "off".
 
-Two questions, answered as Lightning's ``EarlyStopping`` and ``ModelCheckpoint`` answer them:
+Two questions, answered as Lightning's ``EarlyStopping`` (``check_finite=True``, no stopping or
+divergence thresholds) and ``ModelCheckpoint`` (``save_top_k=1``) answer them:
 
-* Which epoch is best? The one with the best monitored value (strictly better, no min_delta):
-  its weights are the ones restored, its epoch and score the ones reported.
+* Which epoch is best? The one with the best finite monitored value (strictly better, no
+  min_delta): its weights are the ones restored, its epoch and score the ones reported.
 * When to stop? An epoch *improves* when it beats the last improving value by more than
-  ``min_delta`` (mode min: ``value < ref - min_delta``; max: ``value > ref + min_delta``).
-  After ``patience`` epochs in a row without improvement, stop. ``patience = 0`` never stops.
+  ``min_delta`` (mode min: ``value < ref - min_delta``; max: ``value > ref + min_delta``); the
+  first finite value always improves. Each epoch that does not improve adds one to
+  ``wait_count``, an improving one resets it to 0; training stops when ``wait_count`` reaches
+  ``patience``. A monitored value that is NaN or infinite stops training at once, as
+  Lightning's ``check_finite`` does (it is neither best nor counted as waiting).
+
+The one difference from Lightning: ``patience = 0`` never stops on a lack of improvement
+(Lightning would stop at the first epoch that does not improve); experiment files rely on it
+to train for exactly ``epochs``. A non-finite value stops training even then.
 
 So with ``min_delta > 0`` a slightly better epoch becomes the best one without resetting the
-patience count. A NaN value is never an improvement.
+patience count.
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ from dataclasses import dataclass
 
 @dataclass
 class EarlyStopping:
-    """Tracks the monitored metric epoch by epoch; ``update`` says whether the epoch is the best."""
+    """Tracks the monitored metric epoch by epoch; ``update`` says whether the epoch is the best.
+
+    ``stop_reason`` says why ``should_stop`` became True (None while training may go on);
+    ``stopped_on_non_finite`` tells the two reasons apart."""
 
     monitor: str = "val_loss"
     mode: str = "min"
@@ -30,6 +41,8 @@ class EarlyStopping:
     best_epoch: int | None = None
     wait_count: int = 0
     should_stop: bool = False
+    stop_reason: str | None = None
+    stopped_on_non_finite: bool = False
 
     def __post_init__(self):
         if self.mode not in ("min", "max"):
@@ -44,17 +57,24 @@ class EarlyStopping:
     def update(self, epoch: int, value: float) -> bool:
         """Record ``epoch``'s (1-based) monitored value; True when it is the best so far."""
         value = float(value)
-        if math.isnan(value):
-            is_best = improved = False
-        else:
-            best = self.best_score if self.best_epoch is not None else self._ref
-            is_best = self._better(value, best, 0.0)
-            improved = self._better(value, self._ref, self.min_delta)
+        if not math.isfinite(value):
+            # Without this, -inf would be the best score in mode min, and a metric stuck at NaN
+            # would train on to the last epoch for nothing.
+            best = (f"the best was {self.best_score:.6g} at epoch {self.best_epoch}" if self.best_epoch is not None
+                    else "no epoch had a finite value")
+            self.should_stop, self.stopped_on_non_finite = True, True
+            self.stop_reason = f"{self.monitor} = {value} at epoch {epoch} is not finite; stopped ({best})"
+            return False
+        best = self.best_score if self.best_epoch is not None else self._ref
+        is_best = self._better(value, best, 0.0)
         if is_best:
             self.best_score, self.best_epoch = value, epoch
-        if improved:
+        if self._better(value, self._ref, self.min_delta):
             self._ref, self.wait_count = value, 0
         else:
             self.wait_count += 1
-            self.should_stop = self.patience > 0 and self.wait_count >= self.patience
+            if self.patience > 0 and self.wait_count >= self.patience:
+                self.should_stop = True
+                self.stop_reason = (f"{self.monitor} did not improve by more than {self.min_delta:g} for "
+                                    f"{self.wait_count} epochs in a row (patience {self.patience})")
         return is_best

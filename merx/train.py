@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,8 +46,12 @@ __all__ = ["Trainer", "FitResult", "TrainingDiverged", "evaluate", "loss_fn", "b
 
 @dataclass
 class FitResult:
-    """What :meth:`Trainer.fit` did. ``best_epoch`` is 1-based (None if no epoch had a finite
-    monitored value); the model holds that epoch's weights."""
+    """What :meth:`Trainer.fit` did. ``best_epoch`` is 1-based and the model holds that epoch's
+    weights; it is None when no epoch had a finite monitored value, and the model then holds the
+    last epoch's weights (``no_finite_monitor``, and a line in ``notes``).
+
+    ``stop_reason`` says why training stopped before ``epochs`` (None if it did not); ``notes``
+    are the lines a run should keep with its results (a non-finite monitored value)."""
 
     best_epoch: int | None
     best_score: float
@@ -54,6 +59,13 @@ class FitResult:
     stopped_early: bool
     monitor: str
     history: list[dict] = field(default_factory=list)
+    stop_reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def no_finite_monitor(self) -> bool:
+        """True when no epoch's monitored value was finite: "best" means nothing for this run."""
+        return self.best_epoch is None and self.epochs_run > 0
 
 
 # -- pieces ---------------------------------------------------------------------------------
@@ -204,6 +216,20 @@ class Trainer:
 
     def fit(self) -> FitResult:
         """Train until ``epochs`` or early stopping; the model ends with the best epoch's weights."""
+        self._fit_epochs()
+        es, epochs, monitor = self.early_stopping, self.settings.epochs, self.early_stopping.monitor
+        notes = [es.stop_reason] if es.stopped_on_non_finite else []
+        if es.best_epoch is None and self.history:
+            notes.append(f"no epoch had a finite {monitor}: there is no best epoch, and the model keeps the "
+                         f"weights of the last epoch ({len(self.history)}); its results are not a model "
+                         "selected on validation")
+            warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
+        stopped_early = es.should_stop and len(self.history) < epochs
+        return FitResult(best_epoch=es.best_epoch, best_score=es.best_score, epochs_run=len(self.history),
+                         stopped_early=stopped_early, monitor=monitor, history=self.history,
+                         stop_reason=es.stop_reason if stopped_early else None, notes=notes)
+
+    def _fit_epochs(self) -> None:
         epochs, monitor = self.settings.epochs, self.early_stopping.monitor
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
@@ -238,10 +264,6 @@ class Trainer:
             # Also on KeyboardInterrupt or divergence: leave the model at its best epoch.
             if self.best_state is not None:
                 self.model.load_state_dict(self.best_state)
-        es = self.early_stopping
-        return FitResult(best_epoch=es.best_epoch, best_score=es.best_score, epochs_run=len(self.history),
-                         stopped_early=es.should_stop and len(self.history) < epochs, monitor=monitor,
-                         history=self.history)
 
     def train_one_epoch(self, epoch: int, bar: Progress | None = None, task_id=None) -> dict[str, float]:
         """One pass over the training data; returns train_loss and the gradient-norm statistics."""

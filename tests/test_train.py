@@ -172,14 +172,22 @@ def test_min_delta_improvements_below_it_do_not_reset_patience():
     assert not es.should_stop and es.wait_count == 0
 
 
-def test_early_stopping_max_mode_and_nan():
+def test_early_stopping_max_mode_min_delta_sign():
     es = EarlyStopping("val_macro_f1", "max", patience=2, min_delta=0.01)
     es.update(1, 0.5)
     es.update(2, 0.6)
-    es.update(3, float("nan"))  # never an improvement
+    es.update(3, 0.59)  # lower is worse in mode max
     assert es.best_epoch == 2 and es.wait_count == 1 and not es.should_stop
     es.update(4, 0.605)  # better, but within min_delta
     assert es.best_epoch == 4 and es.best_score == 0.605 and es.should_stop
+    es = EarlyStopping("val_macro_f1", "max", patience=1, min_delta=0.01)
+    es.update(1, 0.5)
+    es.update(2, 0.52)  # beyond min_delta upwards: an improvement
+    assert es.wait_count == 0 and not es.should_stop
+    # the first finite value improves whatever min_delta is
+    es = EarlyStopping("val_loss", "min", patience=1, min_delta=1e9)
+    es.update(1, 5.0)
+    assert es.best_epoch == 1 and es.wait_count == 0
 
 
 def test_unknown_monitor_is_a_clear_error():
