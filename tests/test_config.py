@@ -76,7 +76,7 @@ def test_scalar_lr_sets_every_part(tmp_path):
     ("[model.fusion]\nname = 'concatt'\n", "model.fusion.name", "available: "),
     ("[model.audio]\nchanels = [1]\n", "model.audio.chanels", "did you mean 'channels'"),
     ("[model.audio]\nconvs_per_block = 'two'\n", "model.audio.convs_per_block", "expected an integer"),
-    ("[train]\nbatch_size = 0\n", "train.batch_size", "must be positive"),
+    ("[train]\nbatch_size = 0\n", "train.batch_size", "must be ≥ 1, got 0"),
     ("task = 'classification'\n[train.early_stopping]\nmonitor = 'val_macro_f1'\n", "train.early_stopping.mode",
      "higher"),
     ("[train.early_stopping]\nmonitor = 'val_macro_f1'\nmode = 'max'\n", "train.early_stopping.monitor",
@@ -142,7 +142,7 @@ def test_augmentation_lists_and_strategy_validate(tmp_path):
     assert cfg["augment"]["audio"][0]["max_width"] == 16 and cfg["augment"]["audio"][0]["p"] == 0.5
     with pytest.raises(ConfigError, match="did you mean 'on_the_fly'"):
         config.load(f, ["augment.strategy=on_the_fy"])
-    with pytest.raises(ConfigError, match="between 0 and 1"):
+    with pytest.raises(ConfigError, match=r"must be in \[0, 1\], got 2.0"):
         config.load(f, ["augment.audio=[{name = 'time_mask', p = 2.0}]"])
 
 
@@ -156,7 +156,7 @@ def test_set_errors_name_the_option_and_keep_the_plugin_error_as_cause(tmp_path)
     assert str(f) not in str(info.value) and info.value.key == "model.fusion.name"
     assert isinstance(info.value.__cause__, UnknownPlugin) and info.value.__cause__.name == "lmf"
     # A key inside a table the option gave is named after the option.
-    with pytest.raises(ConfigError, match=r"^--set augment.audio=\[.*\]: augment.audio\[0\].p: probability"):
+    with pytest.raises(ConfigError, match=r"^--set augment.audio=\[.*\]: augment.audio\[0\].p: must be in \[0, 1\]"):
         config.load(f, ["augment.audio=[{name = 'time_mask', p = 2.0}]"])
     with pytest.raises(ConfigError, match=r"^--set train.epocs=4: unknown key 'epocs' \(did you mean 'epochs'"):
         config.load(f, ["train.epocs=4"])

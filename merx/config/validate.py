@@ -12,7 +12,7 @@ import difflib
 import types
 import typing
 
-from merx.config.schema import LR_PARTS, PluginList, PluginTable
+from merx.config.schema import AUGMENT_P, LR_PARTS, PLUGIN_SETTINGS, F, PluginList, PluginTable, finite_problem
 from merx.errors import ConfigError, PluginError, UnknownPlugin
 from merx.hookspecs import KINDS
 
@@ -34,6 +34,31 @@ def _check_type(value, expected, file, key):
         raise ConfigError(f"expected an integer, got {value!r}", file, key)
     if not isinstance(value, expected):
         raise ConfigError(f"expected {_TYPE_NAMES.get(expected, expected.__name__)}, got {value!r}", file, key)
+    problem = finite_problem(value)
+    if problem:
+        raise ConfigError(problem, file, key)
+    return value
+
+
+def _check_setting(spec: F, value, file, key, table: dict | None = None, given=()):
+    """``value`` (already of ``spec.type``) checked against ``spec``'s item type and range; returns it.
+
+    ``table`` holds the settings a bound may name (``le="n_fft"``); ``given`` the names the
+    user wrote, so that a bound broken by a setting left at its default blames the one written."""
+    items = value if spec.items is not None else [value]
+    if spec.items is not None:
+        value = items = [_check_type(v, spec.items, file, f"{key}[{i}]") for i, v in enumerate(items)]
+    for i, v in enumerate(items):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        problem = spec.range_problem(v, table)
+        if problem is None:
+            continue
+        message, other, as_other = problem
+        name = key.rpartition(".")[2]
+        if other is not None and name not in given and other in given:
+            raise ConfigError(as_other.format(key=name), file, f"{key.rpartition('.')[0]}.{other}".lstrip("."))
+        raise ConfigError(message, file, f"{key}[{i}]" if spec.items is not None else key)
     return value
 
 
@@ -100,6 +125,8 @@ def _validate_plugin_table(value, spec_kind, file, key, registry, default_name=N
                 if t is list and isinstance(v, tuple):
                     v = list(v)
                 v = _check_type(v, t, file, f"{key}.{pname}")
+            if pname in PLUGIN_SETTINGS and v is not None:
+                v = _check_setting(PLUGIN_SETTINGS[pname], v, file, f"{key}.{pname}")
             out[pname] = v
         elif p.required:
             raise ConfigError(f"{KINDS[spec_kind].label} {name!r} needs a setting {pname!r}",
@@ -108,11 +135,8 @@ def _validate_plugin_table(value, spec_kind, file, key, registry, default_name=N
             d = p.default
             out[pname] = list(d) if isinstance(d, tuple) else d
     if spec_kind.endswith("augmentations"):
-        p = value.get("p", 1.0)
-        p = _check_type(p, float, file, f"{key}.p")
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"probability must be between 0 and 1, got {p}", file, f"{key}.p")
-        out["p"] = p
+        p = _check_type(value.get("p", AUGMENT_P.default), float, file, f"{key}.p")
+        out["p"] = _check_setting(AUGMENT_P, p, file, f"{key}.p")
     return out
 
 
@@ -127,12 +151,18 @@ def validate(raw: dict, schema: dict, file, prefix: str, registry) -> dict:
         present = k in raw
         value = raw.get(k)
         if isinstance(spec, dict):
+            scalar = None
             if present and not isinstance(value, dict):
                 if key == "train.lr" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    value = {part: float(value) for part in LR_PARTS}  # lr = 1e-3 sets every part
+                    scalar, value = value, {part: float(value) for part in LR_PARTS}  # lr = 1e-3 sets every part
                 else:
                     raise ConfigError("expected a table", file, key)
-            out[k] = validate(value or {}, spec, file, f"{key}.", registry)
+            try:
+                out[k] = validate(value or {}, spec, file, f"{key}.", registry)
+            except ConfigError as exc:
+                if scalar is None:
+                    raise
+                raise ConfigError(exc.message, file, key) from None  # the file wrote lr, not lr.audio
         elif isinstance(spec, PluginTable):
             out[k] = _validate_plugin_table(value if present else {}, spec.kind, file, key, registry, spec.default)
         elif isinstance(spec, PluginList):
@@ -150,22 +180,16 @@ def validate(raw: dict, schema: dict, file, prefix: str, registry) -> dict:
                 raise ConfigError(f"must be one of {', '.join(map(repr, spec.choices))}, got {value!r}"
                                   f"{_suggest(str(value), spec.choices)}", file, key)
             out[k] = value
+    # Ranges once the whole table is in: a bound may name another setting of it (hop_length <= n_fft).
+    given = {k for k in raw if raw[k] is not None}
+    for k, spec in schema.items():
+        if isinstance(spec, F) and (spec.bounds() or spec.items is not None):
+            out[k] = _check_setting(spec, out[k], file, f"{prefix}{k}", out, given)
     return out
 
 
 def check_values(cfg: dict, file) -> None:
-    """Cross-field and range checks that types alone cannot express."""
-    positive = ["augment.variants", "features.ref_value", "features.sample_rate", "features.n_fft",
-                "features.hop_length", "features.n_mels", "features.duration", "train.batch_size", "train.epochs"]
-    for key in positive:
-        if _get(cfg, key) <= 0:
-            raise ConfigError(f"must be positive, got {_get(cfg, key)}", file, key)
-    for key in ["train.grad_clip", "train.weight_decay", "features.top_db", "train.early_stopping.patience",
-                "train.num_workers", "features.workers"]:
-        if _get(cfg, key) < 0:
-            raise ConfigError(f"must not be negative, got {_get(cfg, key)}", file, key)
-    if cfg["features"]["hop_length"] > cfg["features"]["n_fft"]:
-        raise ConfigError("hop_length larger than n_fft skips samples", file, "features.hop_length")
+    """Checks across tables, which the schema's per-setting ranges (checked in ``validate``) cannot state."""
     _check_early_stopping(cfg["train"]["early_stopping"], cfg["task"], file)
 
 
@@ -184,9 +208,3 @@ def _check_early_stopping(es: dict, task: str, file) -> None:
         raise ConfigError(f"{monitor!r} is better when {better}; set mode = {expected!r}", file,
                           "train.early_stopping.mode")
 
-
-def _get(cfg: dict, dotted: str):
-    node = cfg
-    for p in dotted.split("."):
-        node = node[p]
-    return node
