@@ -186,11 +186,14 @@ class Trainer:
 
     ``settings`` is the experiment's ``[train]`` section. ``on_epoch(epoch, metrics)``
     is called as soon as an epoch is done (the caller stores it, so a crash keeps finished
-    epochs). Attributes worth reading after an exception: ``history``, ``early_stopping``."""
+    epochs). Attributes worth reading after an exception: ``history``, ``early_stopping``.
+
+    ``scaler`` replaces the ``GradScaler`` the trainer would make (enabled only for fp16 on
+    CUDA), so that the loss-scaled path can be exercised on a CPU."""
 
     def __init__(self, model: torch.nn.Module, train_loader, val_loader, settings: TrainSettings, task: str,
                  device: torch.device, on_epoch: Callable[[int, dict], None] | None = None,
-                 progress: bool = True):
+                 progress: bool = True, scaler: torch.amp.GradScaler | None = None):
         self.model = model.to(device)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.settings, self.task, self.device = settings, task, torch.device(device)
@@ -210,7 +213,8 @@ class Trainer:
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.amp, self.amp_dtype = amp_settings(self.device, settings.amp)
         # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
+        self.scaler = scaler if scaler is not None else \
+            torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.history: list[dict] = []
         self.best_state: dict[str, torch.Tensor] | None = None
 

@@ -1,23 +1,152 @@
-"""Mechanisms the results depend on, each pinned by a test that fails without it: early
-stopping's rules."""
+"""Mechanisms the results depend on, each pinned by a test that fails without it: evaluation in
+eval mode, unscaled gradients under loss scaling, a dB reference from the training split only,
+the defaults that fix the notebooks' flaws, and early stopping's rules."""
 
+import copy
+import csv
 import math
+import shutil
 
 import pytest
 import torch
+import torch.nn as nn
 from test_train import (
     CPU,
     BiasModel,
+    TinyNet,
     fit_recording,
     loader,
     overshoot_cfg,
     overshoot_loaders,
     same,
     snapshot,
+    train_cfg,
 )
 
+from merx.config import SCHEMA, resolve
+from merx.config.settings import Experiment
 from merx.early_stopping import EarlyStopping
-from merx.train import Trainer
+from merx.train import Trainer, evaluate, loss_fn
+
+
+class NormDropNet(nn.Module):
+    """Linear -> BatchNorm -> Dropout -> Linear: both layers behave differently in training."""
+
+    def __init__(self, n_in=3, n_out=2):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(n_in, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5))
+        self.head = nn.Linear(16, n_out)
+
+    def forward(self, batch):
+        return self.head(self.body(batch["x"]))
+
+    def parts(self):
+        return {"audio": list(self.body.parameters()), "head": list(self.head.parameters())}
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+def test_evaluate_is_deterministic_and_leaves_batchnorm_statistics_alone():
+    torch.manual_seed(0)
+    model = NormDropNet().train()  # as training leaves it
+    data = loader(torch.randn(32, 3) * 3 + 1, torch.rand(32, 2), 8)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    first_metrics, first = evaluate(model, data, "regression", CPU)
+    second_metrics, second = evaluate(model, data, "regression", CPU)
+    assert first == second and first_metrics == second_metrics  # no dropout noise
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())  # no statistics updated
+    assert not model.training
+
+
+# -- loss scaling -------------------------------------------------------------------------------
+
+def test_loss_scaled_step_records_the_unscaled_norm_and_applies_the_clipped_gradient():
+    torch.manual_seed(0)
+    model = TinyNet()
+    x, y = torch.randn(16, 3), torch.full((16, 2), 50.0)  # far targets: a gradient far above the limit
+    clip, scale = 0.05, 2.0**10
+    # The same step by hand, without any scaling.
+    reference = copy.deepcopy(model)
+    loss_fn("regression", reference({"x": x}), y).backward()
+    grads = [p.grad.clone() for p in (*reference.audio.parameters(), *reference.head.parameters())]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+    assert norm > 100 * clip
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+    trainer = Trainer(model, loader(x, y), loader(x, y), train_cfg(grad_clip=clip, epochs=1), "regression", CPU,
+                      progress=False, scaler=scaler)
+    backward, applied = [], []
+    for p in trainer.params:  # what backward leaves: the scaled gradient
+        p.register_post_accumulate_grad_hook(lambda p: backward.append(p.grad.clone()))
+    trainer.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: applied.append([p.grad.clone() for p in trainer.params]))
+    m = trainer.fit().history[0]
+
+    assert scaler.is_enabled() and scaler.get_scale() == scale  # the scaled path really ran
+    scaled = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in backward])).item()
+    assert scaled == pytest.approx(scale * norm, rel=1e-5)
+    assert m["grad_norm_pre_clip"] == pytest.approx(norm, rel=1e-5)  # unscaled, before clipping
+    assert m["grad_norm_post_clip"] <= clip * (1 + 1e-5)
+    assert len(applied) == 1
+    for got, want in zip(applied[0], grads, strict=True):  # the hand gradient, clipped to the limit
+        torch.testing.assert_close(got, want * clip / (norm + 1e-6), rtol=1e-5, atol=1e-9)
+
+
+# -- features.ref = "train_max" ------------------------------------------------------------------
+
+def _rewrite(path, gain):
+    import soundfile as sf
+
+    audio, rate = sf.read(path, dtype="float32")
+    sf.write(path, audio * gain, rate, format="MP3")
+
+
+def test_train_max_reference_ignores_a_loud_test_song(tmp_path):
+    """Two copies of one MERGE-layout dataset that differ only in one test song, 20 dB louder in
+    the second: the training split's maximum, hence the dB scale, is the same for both."""
+    from merx.data.synthetic import SyntheticSpec, generate
+    from merx.features.mel import train_max_ref
+    from merx.pipeline import prepare
+
+    generate(tmp_path / "original", SyntheticSpec(n_songs=12, duration=1.0, min_duration=1.0))
+    quiet = tmp_path / "quiet"
+    shutil.copytree(tmp_path / "original", quiet)
+    for mp3 in quiet.glob("audio/*/*.mp3"):
+        _rewrite(mp3, 0.1)  # -20 dB: room to make one song louder without clipping
+    split = quiet / "tvt_dataframes" / "tvt_70_15_15" / "tvt_70_15_15_test_bimodal_complete.csv"
+    with open(split, newline="") as fh:
+        song, quadrant = next(csv.DictReader(fh)).values()
+    loud = tmp_path / "loud"
+    shutil.copytree(quiet, loud)
+    shutil.copy(tmp_path / "original" / "audio" / quadrant / f"{song}.mp3", loud / "audio" / quadrant)
+
+    def prepared(root):
+        return prepare(resolve({
+            "data": {"source": {"name": "merge", "root": str(root)}, "cache_dir": str(tmp_path / "cache")},
+            "features": {"ref": "train_max", "n_mels": 16, "n_fft": 512, "hop_length": 256, "duration": 1.0,
+                         "workers": 1},
+            "model": {"modalities": "audio"}}), progress=False)
+
+    a, b = prepared(quiet), prepared(loud)
+    assert song in {s.id for s in b.table.split("test")}
+    louder = b.features.load_power(song).max() / a.features.load_power(song).max()
+    assert 50 < louder < 200  # about 20 dB
+    assert b.ref_power == a.ref_power
+    everything = train_max_ref(b.features, [s.id for s in b.table.songs])
+    assert everything > 10 * b.ref_power  # the leak this test guards against would show
+
+
+# -- defaults ------------------------------------------------------------------------------------
+
+def test_the_defaults_that_fix_the_notebooks_flaws():
+    exp = Experiment.from_config(resolve({}))
+    expected = {"features.ref": "fixed", "features.top_db": 80.0, "features.crop": "middle",
+                "train.grad_clip": 1.0, "data.on_overlap": "error"}
+    for key, value in expected.items():
+        section, name = key.split(".")
+        assert SCHEMA[section][name].default == value, key
+        assert getattr(getattr(exp, section), name) == value, key
+
 
 # -- early stopping: Lightning's rules, patience 0 = off, non-finite values stop -------------------
 
