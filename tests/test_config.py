@@ -55,7 +55,7 @@ def test_extends_cycle_and_missing_parent(tmp_path):
 
 
 def test_set_overrides_parse_toml_values(tmp_path):
-    f = write(tmp_path / "e.toml", "")
+    f = write(tmp_path / "e.toml", "seed = 0\n")
     cfg = config.load(f, ["train.epochs=3", "train.amp=false", "model.head.hidden=[32, 16]",
                           "task=classification", "train.lr.text=2e-5"])
     assert cfg["train"]["epochs"] == 3 and cfg["train"]["amp"] is False
@@ -122,7 +122,7 @@ def test_config_command_prints_resolved_toml_that_loads_back(tmp_path):
 
 def test_hash_ignores_name_and_tags_but_not_settings(tmp_path):
     a = config.load(write(tmp_path / "a.toml", 'tags = ["x"]\n'))
-    b = config.load(write(tmp_path / "b.toml", ""))
+    b = config.load(write(tmp_path / "b.toml", "seed = 0\n"))  # an empty file is refused
     c = config.load(write(tmp_path / "c.toml", "[train]\nepochs = 3\n"))
     assert config.config_hash(a) == config.config_hash(b) != config.config_hash(c)
     d = config.load(write(tmp_path / "d.toml", "seed = 9\n"))
@@ -173,7 +173,7 @@ def test_set_errors_name_the_option_and_keep_the_plugin_error_as_cause(tmp_path)
 
 
 def test_cli_set_error_blames_the_option(tmp_path):
-    f = write(tmp_path / "e.toml", "")
+    f = write(tmp_path / "e.toml", "seed = 0\n")
     result = CliRunner().invoke(cli, ["config", str(f), "--set", "model.fusion.name=lmf"])
     assert result.exit_code == 2
     assert "--set model.fusion.name=lmf: unknown fusion 'lmf'; available: " in result.stderr
@@ -198,7 +198,7 @@ def test_any_plugin_error_from_the_registry_is_a_config_error_naming_the_key(tmp
         def names(self, kind):
             return self.real.names(kind)
 
-    f = write(tmp_path / "e.toml", "")
+    f = write(tmp_path / "e.toml", "seed = 0\n")
     with pytest.raises(ConfigError) as info:
         config.load(f, registry=Contested(get_registry()))
     assert info.value.key == "model.fusion.name" and "contested" in str(info.value)

@@ -2,6 +2,8 @@
 experiments are each one line naming the file (or the option) and the key, exit 2, before any
 work -- never a traceback, never a run on values that mean nothing."""
 
+import random
+
 import pytest
 from click.testing import CliRunner
 
@@ -119,3 +121,93 @@ def test_ranges_are_in_the_generated_reference():
     assert "| `seed` | integer ≥ 0 |" in md and "| `train.lr.audio` | number > 0 |" in md
     assert "| `model.head.dropout` | number in [0, 1) |" in md and "integer ≥ 1, ≤ n_fft" in md
     assert "any setting `dropout`: in [0, 1)" in md
+
+
+# -- files (and --set options) that are not experiments ----------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("plot.png", PNG, "not a TOML text file"),
+    ("noise.toml", random.Random(0).randbytes(512), "not a TOML text file"),
+    # Binary without a NUL byte is still not text.
+    ("ctl.toml", b"seed = 1\n\x01\x02\xff\xfe\x03", "not a TOML text file"),
+    ("latin1.toml", 'name = "café"\n'.encode("latin-1"), "not UTF-8 text: byte 0xe9 at line 1, column 12"),
+    ("utf16.toml", 'seed = 1\n'.encode("utf-16"), "is UTF-16 text; TOML files are UTF-8"),
+    ("empty.toml", b"", "the file is empty: nothing to run"),
+    ("comments.toml", b"# nothing here yet\n\n   \n", "the file is empty: nothing to run"),
+    ("bom-empty.toml", b"\xef\xbb\xbf\n", "the file is empty: nothing to run"),
+    ("missing.toml", None, "file not found"),
+])
+def test_a_file_that_is_not_an_experiment_is_one_line_naming_it(tmp_path, name, data, message):
+    f = tmp_path / name
+    if data is not None:
+        f.write_bytes(data)
+    for command in (["config", f], ["run", f, "--dry-run"]):
+        line = one_error_line(merx(*command))
+        assert line.startswith(f"error: {f}: {message}"), line
+
+
+def test_a_utf8_bom_is_accepted(tmp_path):
+    """Windows editors write one; tomllib refuses it ("Invalid statement" at line 1)."""
+    f = tmp_path / "bom.toml"
+    f.write_bytes(b"\xef\xbb\xbfseed = 7\r\n[train]\r\nepochs = 3\r\n")
+    result = merx("config", f, "--json")
+    assert result.exit_code == 0, result.output
+    assert '"seed": 7' in result.stdout and '"epochs": 3' in result.stdout
+    parent = tmp_path / "base.toml"
+    parent.write_bytes(b"\xef\xbb\xbf[train]\nbatch_size = 4\n")
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "base.toml"\n')
+    assert config.load(child)["train"]["batch_size"] == 4
+
+
+def test_a_file_holding_only_extends_is_not_empty_and_an_empty_parent_is_allowed(tmp_path):
+    (tmp_path / "base.toml").write_text("[train]\nepochs = 3\n")
+    (tmp_path / "only.toml").write_text('extends = "base.toml"\n')
+    assert config.load(tmp_path / "only.toml")["train"]["epochs"] == 3
+    (tmp_path / "placeholder.toml").write_text("")
+    (tmp_path / "child.toml").write_text('extends = "placeholder.toml"\nseed = 2\n')
+    assert config.load(tmp_path / "child.toml")["seed"] == 2
+
+
+@pytest.mark.parametrize("extends, message", [
+    ('""', "is empty: name the file to start from, or remove the line"),
+    ('"  "', "is empty: name the file to start from, or remove the line"),
+    ('"configs"', "'configs' is a folder, not an experiment file"),
+    ('"."', "'.' is a folder, not an experiment file"),
+])
+def test_extends_that_names_no_file_is_one_line_naming_the_key(tmp_path, extends, message):
+    (tmp_path / "configs").mkdir()
+    f = tmp_path / "child.toml"
+    f.write_text(f"extends = {extends}\nseed = 1\n")
+    assert one_error_line(merx("config", f)) == f"error: {f}: extends: {message}"
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train..epochs=2", "the key 'train..epochs' has an empty part"),
+    (".x=1", "the key '.x' has an empty part"),
+    ("x.=1", "the key 'x.' has an empty part"),
+    ("=3", "no key before '='"),
+    (" =3", "no key before '='"),
+    ("train.epochs", "expected KEY=VALUE, e.g. train.epochs=5"),
+    ("seed.x=1", "'seed' is a value, not a table"),
+])
+def test_a_malformed_set_is_one_line_naming_the_option(tmp_path, item, message):
+    f = tmp_path / "e.toml"
+    f.write_text("seed = 1\n")
+    for command in ("config", "run"):
+        line = one_error_line(merx(command, f, "--set", item, *(["--dry-run"] if command == "run" else [])))
+        assert line.startswith(f"error: --set {item.strip()}: {message}"), line
+        assert str(f) not in line
+
+
+def test_a_folder_given_as_the_experiment_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    # The command line's own check (click: "File ... is a directory"): exit 2, no traceback.
+    result = merx("run", folder)
+    assert result.exit_code == 2 and "is a directory" in result.stderr and "Traceback" not in result.output
+    with pytest.raises(ConfigError, match=f"^{folder}: is a folder, not an experiment file$"):
+        config.load(folder)

@@ -11,12 +11,12 @@ Nothing here imports torch: ``merx --help`` and ``merx config`` stay instant.
 """
 
 from merx.config.hashing import canonical_json, config_hash, flatten
-from merx.config.load import RawConfig, apply_sets, get, load, load_file, parse_set, resolve
+from merx.config.load import RawConfig, apply_sets, get, key_parts, load, load_file, parse_set, resolve
 from merx.config.schema import LR_PARTS, SCHEMA, F, PluginList, PluginTable, schema_markdown
 from merx.config.validate import _validate_plugin_table  # noqa: F401  (merx.testing checks settings with it)
 from merx.config.write import to_toml, toml_value
 from merx.errors import ConfigError
 
 __all__ = ["ConfigError", "F", "LR_PARTS", "PluginList", "PluginTable", "RawConfig", "SCHEMA", "apply_sets",
-           "canonical_json", "config_hash", "flatten", "get", "load", "load_file", "parse_set", "resolve",
+           "canonical_json", "config_hash", "flatten", "get", "key_parts", "load", "load_file", "parse_set", "resolve",
            "schema_markdown", "to_toml", "toml_value"]

@@ -35,12 +35,53 @@ class RawConfig(dict):
         self.sets = {}
 
 
-def _read_toml(path: Path) -> dict:
+_BOM = "\ufeff"
+_EMPTY_HINT = ("write at least a name (name = \"...\") or a [model] table; "
+               "experiments/quickstart.toml is a complete example")
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found", str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a folder, not an experiment file", str(path)) from None
+    except PermissionError:
+        raise ConfigError("cannot read it: permission denied", str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read it: {exc.strerror or exc}", str(path)) from None
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """``data`` as TOML text, or a ConfigError saying what the file is instead.
+
+    tomllib reads only UTF-8 and would raise a bare UnicodeDecodeError (a traceback) on
+    anything else; a UTF-8 BOM, which Windows editors write, is dropped, as TOML text cannot
+    hold one anyway."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError("is UTF-16 text; TOML files are UTF-8: save it as UTF-8", str(path))
+    # No text file holds a NUL byte; TOML allows no other control character outside tab,
+    # newline and carriage return, so undecodable bytes among them are not text in any encoding.
+    controls = set(range(32)) - {9, 10, 13} | {127}
+    if b"\0" in data:
+        raise ConfigError("not a TOML text file: it holds binary data (a NUL byte)", str(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if any(b in controls for b in data[:8192]):
+            raise ConfigError("not a TOML text file: it holds binary data", str(path)) from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, column {column}; "
+                          "TOML files are UTF-8: save it as UTF-8", str(path)) from None
+    return text.removeprefix(_BOM)
+
+
+def _read_toml(path: Path) -> dict:
+    text = _decode(_read_bytes(path), path)
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", str(path)) from None
 
@@ -60,31 +101,58 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def load_file(path: str | Path, _seen: tuple = ()) -> dict:
-    """Read an experiment file, following ``extends`` chains (paths relative to each file)."""
+    """Read an experiment file, following ``extends`` chains (paths relative to each file).
+
+    The file itself must hold something: an empty one would silently train every default for
+    50 epochs. A file it extends may be empty (a placeholder base does no harm)."""
     path = Path(path)
     resolved = path.resolve()
     if resolved in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise ConfigError(f"extends forms a cycle: {chain}", str(path), "extends")
     raw = _read_toml(path)
+    if not raw and not _seen:
+        raise ConfigError(f"the file is empty: nothing to run; {_EMPTY_HINT}", str(path))
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
     if not isinstance(parent, str):
         raise ConfigError("must be a file name (string)", str(path), "extends")
+    if not parent.strip():
+        # path.parent / "" is this file's folder: say what is wrong, not "is a folder".
+        raise ConfigError("is empty: name the file to start from, or remove the line", str(path), "extends")
     parent_path = (path.parent / parent)
     if not parent_path.exists():
         raise ConfigError(f"extends {parent!r}, which does not exist (looked for {parent_path})",
                           str(path), "extends")
+    if parent_path.is_dir():
+        raise ConfigError(f"{parent!r} is a folder, not an experiment file", str(path), "extends")
     return _merge(load_file(parent_path, (*_seen, resolved)), raw)
 
 
+def key_parts(key: str) -> list[str]:
+    """``"train.lr.audio"`` -> ``["train", "lr", "audio"]``; a ConfigError (no location: the
+    caller knows whether an option or a file gave the key) for an empty key or part."""
+    if not key.strip():
+        raise ConfigError("no key before '=': expected KEY=VALUE, e.g. train.epochs=5")
+    parts = [p.strip() for p in key.split(".")]
+    if "" in parts:
+        raise ConfigError(f"the key {key.strip()!r} has an empty part: write dotted keys as train.lr.audio")
+    return parts
+
+
 def parse_set(item: str) -> tuple[str, Any]:
-    """``section.key=value``; the value is read as TOML (numbers, booleans, lists), else a string."""
+    """``section.key=value``; the value is read as TOML (numbers, booleans, lists), else a string.
+
+    A malformed item is a ConfigError naming the option (``--set train..epochs=2: ...``)."""
+    where = f"--set {item.strip()}"
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected section.key=value")
+        raise ConfigError("expected KEY=VALUE, e.g. train.epochs=5", where)
     key, value = item.split("=", 1)
-    key = key.strip()
+    try:
+        key = ".".join(key_parts(key))
+    except ConfigError as exc:
+        raise ConfigError(exc.message, where) from None
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
@@ -106,7 +174,8 @@ def apply_sets(raw: dict, sets: list[str], origin: str | None = "--set") -> RawC
         for p in parts[:-1]:
             nxt = node.setdefault(p, {})
             if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {key}: {p!r} is a value, not a table")
+                error = f"{p!r} is a value, not a table"
+                raise ConfigError(error, f"{origin} {item.strip()}") if origin else ConfigError(error, key=key)
             node = nxt
         if parts[-1] == "name" and isinstance(node.get("name"), str) and node["name"] != value:
             # Switching plugin on the command line: the old plugin's settings do not carry over.
