@@ -24,11 +24,21 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from merx.config import ConfigError, apply_sets, config_hash, flatten, load_file, parse_set, resolve
+from merx.config import (
+    SCHEMA,
+    ConfigError,
+    apply_sets,
+    config_hash,
+    flatten,
+    key_parts,
+    load_file,
+    parse_set,
+    resolve,
+    toml_value,
+)
 
 SEEDS_KEY = "seeds"
 
@@ -98,45 +108,35 @@ def _short(value: Any) -> str:
     return json.dumps(value)
 
 
-def toml_literal(value: Any) -> str:
-    """``value`` written as a TOML value, for ``--set``-style overrides."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {toml_literal(v)}" for k, v in value.items()) + " }"
-    raise ConfigError(f"cannot use {value!r} as a config value")
+def parse_seeds(value: Any, base_seed: int, where: str = "seeds", file: str | None = None) -> list[int]:
+    """Seeds from a count (``5`` -> base .. base+4), a list (``[0, 7]``), or text (``"5"``, ``"0,7,42"``).
 
-
-def parse_seeds(value: Any, base_seed: int, where: str = "seeds") -> list[int]:
-    """Seeds from a count (``5`` -> base .. base+4), a list (``[0, 7]``), or text (``"5"``, ``"0,7,42"``)."""
+    Errors name ``where`` (``--seeds``, or the key in ``file`` that gave them)."""
     if isinstance(value, str):
         text = value.strip()
         try:
             value = int(text) if "," not in text else [int(x) for x in text.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"expected a number of seeds (5) or a list of seeds (0,7,42), got {text!r}",
-                              key=where) from None
+                              file, where) from None
     if isinstance(value, bool):
-        raise ConfigError(f"expected a number of seeds or a list of seeds, got {value!r}", key=where)
+        raise ConfigError(f"expected a number of seeds or a list of seeds, got {value!r}", file, where)
     if isinstance(value, int):
         if value < 1:
-            raise ConfigError(f"the number of seeds must be at least 1, got {value}", key=where)
+            raise ConfigError(f"the number of seeds must be at least 1, got {value}", file, where)
         return list(range(base_seed, base_seed + value))
-    if isinstance(value, (list, tuple)) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+    integers = isinstance(value, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+    if integers and value:
         if len(set(value)) != len(value):
-            raise ConfigError(f"seeds repeat: {list(value)}", key=where)
+            raise ConfigError(f"seeds repeat: {list(value)}", file, where)
+        for s in value:
+            # Checked here, not when each seed's config resolves: there the file's `seed` would be blamed.
+            problem = SCHEMA["seed"].range_problem(s)
+            if problem:
+                raise ConfigError(f"every seed {problem[0]}", file, where)
         return list(value)
-    raise ConfigError(f"expected a number of seeds (5) or a non-empty list of integer seeds, got {value!r}", key=where)
+    raise ConfigError(f"expected a number of seeds (5) or a non-empty list of integer seeds, got {value!r}",
+                      file, where)
 
 
 def load_plan(file: str, sets: list[str] | tuple = (), seeds: str | int | list | None = None,
@@ -153,14 +153,19 @@ def load_plan(file: str, sets: list[str] | tuple = (), seeds: str | int | list |
         raise ConfigError("expected a table of config keys, each with a list of values", file, "sweep")
     sweep = dict(sweep)
     file_seeds = sweep.pop(SEEDS_KEY, None)
+    seeds_key = f"sweep.{SEEDS_KEY}"
     train = raw.get("train")
     if isinstance(train, dict) and SEEDS_KEY in train:
         train = raw["train"] = dict(train)
         if file_seeds is not None:
             raise ConfigError("seeds are given twice, in [sweep] and in [train]: keep one", file, "train.seeds")
-        file_seeds = train.pop(SEEDS_KEY)
+        file_seeds, seeds_key = train.pop(SEEDS_KEY), f"train.{SEEDS_KEY}"
     grid = flatten(sweep)
     for key, values in grid.items():
+        try:
+            key_parts(key)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, file, "sweep") from None
         if not isinstance(values, list) or not values:
             raise ConfigError(f"a swept key needs a non-empty list of values, got {values!r} "
                               f'(e.g. "model.fusion.name" = ["concat", "cross_attention"])', file, f"sweep.{key}")
@@ -175,27 +180,40 @@ def load_plan(file: str, sets: list[str] | tuple = (), seeds: str | int | list |
 
     base = resolve(copy.deepcopy(raw), file, registry)
     given = seeds if seeds is not None else file_seeds
-    seed_list = parse_seeds(given, base["seed"], "--seeds" if seeds is not None else "seeds") \
+    seed_list = parse_seeds(given, base["seed"], *(("--seeds", None) if seeds is not None else (seeds_key, file))) \
         if given is not None else [base["seed"]]
 
     keys = list(grid)
     cells = []
     for index, combo in enumerate(itertools.product(*(grid[k] for k in keys))):
-        values = dict(zip(keys, combo))
-        cell_raw = apply_sets(raw, [f"{k}={toml_literal(v)}" for k, v in values.items()])
+        values = dict(zip(keys, combo, strict=True))
         configs = []
-        for seed in seed_list:
-            seeded = copy.deepcopy(cell_raw)
-            seeded["seed"] = seed
-            try:
+        try:
+            # The cell's values are the file's own ([sweep]), not options: origin=None.
+            cell_raw = apply_sets(raw, [f"{k}={toml_value(v)}" for k, v in values.items()], origin=None)
+            for seed in seed_list:
+                seeded = copy.deepcopy(cell_raw)
+                seeded["seed"] = seed
                 configs.append(resolve(seeded, file, registry))
-            except ConfigError as exc:
-                if not values:
-                    raise
-                label = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
-                raise ConfigError(f"sweep cell {label}: {exc}") from None
+        except ConfigError as exc:
+            if not values:
+                raise
+            raise _cell_error(exc, file, values) from exc
         cells.append(Cell(index, values, configs))
     return Plan(file, keys, seed_list, cells, seeds_given=given is not None)
+
+
+def _cell_error(exc: ConfigError, file: str, values: dict) -> ConfigError:
+    """A cell's error as the file's: the values came from its [sweep] table, never from an option.
+
+    The key stays on the error (``sweep.<key>`` when it is a swept key's own value) for callers;
+    the message keeps the resolved key, as the cell's label says which values were combined."""
+    label = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+    inner = ": ".join(x for x in (exc.file if exc.file != file else None, exc.key, exc.message) if x)
+    out = ConfigError(f"sweep cell {label}: {inner}", file, hint=exc.hint)
+    swept = next((k for k in values if exc.key and (exc.key == k or exc.key.startswith((f"{k}.", f"{k}[")))), None)
+    out.key = f"sweep.{swept}" if swept else exc.key
+    return out
 
 
 # -- running --------------------------------------------------------------------------------
@@ -222,7 +240,8 @@ def run_plan(plan: Plan, store, rerun: bool = False, console=None, progress: boo
             if done is not None:
                 result.runs.append(CellRun(cell.index, cfg["seed"], h, "skipped", done))
                 if console is not None:
-                    console.print(f"[dim]{where}: already completed as run{done}, skipped (--rerun runs it again)[/dim]")
+                    console.print(f"[dim]{where}: already completed as run{done}, skipped "
+                                  "(--rerun runs it again)[/dim]")
                 continue
             if console is not None:
                 console.print(f"[bold]{where}[/bold]")
@@ -232,7 +251,8 @@ def run_plan(plan: Plan, store, rerun: bool = False, console=None, progress: boo
             except Exception as exc:  # one failed cell must not cost the others; Ctrl-C still stops
                 rows = store.list_runs(config_hash=h, limit=1)
                 run_id = rows[0]["id"] if rows and rows[0]["status"] == "failed" else None
-                result.runs.append(CellRun(cell.index, cfg["seed"], h, "failed", run_id, f"{type(exc).__name__}: {exc}"))
+                error = f"{type(exc).__name__}: {exc}"
+                result.runs.append(CellRun(cell.index, cfg["seed"], h, "failed", run_id, error))
                 if console is not None:
                     console.print(f"[red]{where} failed:[/red] {type(exc).__name__}: {exc}")
     return result

@@ -211,3 +211,28 @@ def test_a_folder_given_as_the_experiment_is_refused_naming_it(tmp_path):
     assert result.exit_code == 2 and "is a directory" in result.stderr and "Traceback" not in result.output
     with pytest.raises(ConfigError, match=f"^{folder}: is a folder, not an experiment file$"):
         config.load(folder)
+
+
+# -- sweeps: seeds and [sweep] values are the file's (or --seeds'), never a --set's ------------
+
+def test_seeds_out_of_range_name_where_they_were_given(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text("seed = 1\n[sweep]\nseeds = [3, -1]\n")
+    assert one_error_line(merx("config", f)) == f"error: {f}: sweep.seeds: every seed must be ≥ 0, got -1"
+    f.write_text("seed = 1\n")
+    assert one_error_line(merx("run", f, "--seeds", "-1,2", "--dry-run")) == \
+        "error: --seeds: every seed must be ≥ 0, got -1"
+
+
+def test_a_bad_sweep_value_names_the_files_sweep_not_an_option(tmp_path):
+    f = tmp_path / "grid.toml"
+    f.write_text('[sweep]\n"train.epochs" = [1, 0]\n')
+    line = one_error_line(merx("config", f))
+    assert line == f"error: {f}: sweep cell train.epochs=0: train.epochs: must be ≥ 1, got 0"
+    with pytest.raises(ConfigError) as info:
+        from merx.sweep import load_plan
+        load_plan(f)
+    assert info.value.key == "sweep.train.epochs" and info.value.file == str(f)
+    f.write_text('[sweep]\n"train..epochs" = [1]\n')
+    assert one_error_line(merx("config", f)) == \
+        f"error: {f}: sweep: the key 'train..epochs' has an empty part: write dotted keys as train.lr.audio"

@@ -6,9 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from merx.cli import cli
-from merx.config import ConfigError, config_hash, load
+from merx.config import ConfigError, config_hash, load, toml_value
 from merx.store import RunStore
-from merx.sweep import load_plan, parse_seeds, toml_literal
+from merx.sweep import load_plan, parse_seeds
+
 from tiny_experiment import tiny_toml
 
 
@@ -53,8 +54,8 @@ def test_a_cell_has_the_config_of_a_plain_run_with_those_settings(tmp_path):
     plan = load_plan(exp)
     assert plan.keys == ["model.fusion.name"] and plan.seeds == [2, 9]
     plain = write(tmp_path / "plain.toml", "seed = 2\n")
-    for cell, fusion in zip(plan.cells, ["concat", "audio_attention"]):
-        for cfg, seed in zip(cell.configs, [2, 9]):
+    for cell, fusion in zip(plan.cells, ["concat", "audio_attention"], strict=True):
+        for cfg, seed in zip(cell.configs, [2, 9], strict=True):
             same = load(plain, [f"model.fusion.name={fusion}", f"seed={seed}"])
             assert config_hash(cfg) == config_hash(same)
         assert config_hash(cell.configs[0], include_seed=False) == config_hash(cell.configs[1], include_seed=False)
@@ -111,7 +112,7 @@ def test_toml_literals_round_trip():
     import tomllib
 
     for value in ["concat", 'a "quoted" \\ name', 3, 1e-5, -2.5, True, [1, 2], ["x", 0.5], {"name": "concat"}]:
-        assert tomllib.loads(f"v = {toml_literal(value)}")["v"] == value
+        assert tomllib.loads(f"v = {toml_value(value)}")["v"] == value
 
 
 # -- a real sweep -------------------------------------------------------------------------------
