@@ -1,8 +1,13 @@
-"""Where training runs and how it is made repeatable: device, mixed precision, seeds."""
+"""Where training runs and how it is made repeatable: device, mixed precision, seeds, and
+deterministic algorithms (needed for repeatable GPU runs; CPU runs repeat without them)."""
 
 from __future__ import annotations
 
+import os
 import random
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -60,6 +65,46 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+#: cuBLAS's workspace settings that make its results repeatable (CUDA >= 10.2); :16:8 uses less memory.
+CUBLAS_ENV, CUBLAS_DETERMINISTIC = "CUBLAS_WORKSPACE_CONFIG", (":4096:8", ":16:8")
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
+    """While inside: ``torch.use_deterministic_algorithms(True)``, cuDNN deterministic and not
+    benchmarking, and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (a deterministic value already set is
+    kept). On leaving, also by an exception, every one of them is put back as it was: a sweep or
+    a test suite runs many trainings in one process. Does nothing when not ``enabled``.
+
+    An operation with no deterministic implementation on the device raises ``RuntimeError``.
+    cuBLAS reads ``CUBLAS_WORKSPACE_CONFIG`` when the process first uses it, so the variable
+    must be set before any CUDA work; if CUDA is already initialised without it, this warns:
+    export it before starting merx instead."""
+    if not enabled:
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, os.environ.get(CUBLAS_ENV))
+    if saved[-1] not in CUBLAS_DETERMINISTIC:
+        if torch.cuda.is_initialized():
+            warnings.warn(f"train.deterministic: CUDA was initialised in this process before {CUBLAS_ENV} was set, "
+                          "so cuBLAS may already have chosen a non-deterministic workspace; export "
+                          f"{CUBLAS_ENV}={CUBLAS_DETERMINISTIC[0]} before starting merx", RuntimeWarning, stacklevel=3)
+        os.environ[CUBLAS_ENV] = CUBLAS_DETERMINISTIC[0]
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        algorithms, warn_only, cudnn_deterministic, benchmark, cublas = saved
+        torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_deterministic, benchmark
+        if cublas is None:
+            os.environ.pop(CUBLAS_ENV, None)
+        else:
+            os.environ[CUBLAS_ENV] = cublas
 
 
 def loader_generator(seed: int) -> torch.Generator:

@@ -34,14 +34,21 @@ from merx.config.settings import LearningRates, SchedulerSettings, TrainSettings
 from merx.data.songs import QUADRANTS
 
 # Device and seeding helpers live in merx.devices; re-exported so a run needs one import.
-from merx.devices import amp_settings, loader_generator, seed_everything, select_device, worker_init_fn
+from merx.devices import (
+    amp_settings,
+    deterministic_algorithms,
+    loader_generator,
+    seed_everything,
+    select_device,
+    worker_init_fn,
+)
 from merx.early_stopping import EarlyStopping
 from merx.errors import TrainingDiverged
 from merx.metrics import classification_metrics, quadrant_indices, regression_metrics
 
 __all__ = ["Trainer", "FitResult", "TrainingDiverged", "evaluate", "loss_fn", "build_optimizer",
-           "build_scheduler", "available_monitors", "to_device", "amp_settings", "loader_generator",
-           "seed_everything", "select_device", "worker_init_fn"]
+           "build_scheduler", "available_monitors", "to_device", "amp_settings", "deterministic_algorithms",
+           "loader_generator", "seed_everything", "select_device", "worker_init_fn"]
 
 
 @dataclass
@@ -219,8 +226,20 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
 
     def fit(self) -> FitResult:
-        """Train until ``epochs`` or early stopping; the model ends with the best epoch's weights."""
-        self._fit_epochs()
+        """Train until ``epochs`` or early stopping; the model ends with the best epoch's weights.
+
+        With ``settings.deterministic`` torch runs deterministic algorithms for the whole fit,
+        and its previous settings are put back afterwards (:func:`deterministic_algorithms`)."""
+        with deterministic_algorithms(self.settings.deterministic):
+            try:
+                self._fit_epochs()
+            except RuntimeError as exc:
+                if self.settings.deterministic and " does not have a deterministic implementation" in str(exc):
+                    op = str(exc).split(" does not have")[0]
+                    raise ConfigError(f"train.deterministic = true, but {op} has no deterministic implementation "
+                                      f"on {self.device.type}: set train.deterministic = false, or use a model "
+                                      "without it", key="train.deterministic") from exc
+                raise
         es, epochs, monitor = self.early_stopping, self.settings.epochs, self.early_stopping.monitor
         notes = [es.stop_reason] if es.stopped_on_non_finite else []
         if es.best_epoch is None and self.history:

@@ -1,12 +1,15 @@
 """Mechanisms the results depend on, each pinned by a test that fails without it: evaluation in
 eval mode, unscaled gradients under loss scaling, a dB reference from the training split only,
-the defaults that fix the notebooks' flaws, and early stopping's rules."""
+the defaults that fix the notebooks' flaws, early stopping's rules, and deterministic
+algorithms that come and go with a fit."""
 
 import copy
 import csv
 import math
+import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -23,8 +26,9 @@ from test_train import (
     train_cfg,
 )
 
-from merx.config import SCHEMA, resolve
+from merx.config import SCHEMA, ConfigError, resolve
 from merx.config.settings import Experiment
+from merx.devices import CUBLAS_ENV, loader_generator, seed_everything
 from merx.early_stopping import EarlyStopping
 from merx.train import Trainer, evaluate, loss_fn
 
@@ -141,7 +145,7 @@ def test_train_max_reference_ignores_a_loud_test_song(tmp_path):
 def test_the_defaults_that_fix_the_notebooks_flaws():
     exp = Experiment.from_config(resolve({}))
     expected = {"features.ref": "fixed", "features.top_db": 80.0, "features.crop": "middle",
-                "train.grad_clip": 1.0, "data.on_overlap": "error"}
+                "train.grad_clip": 1.0, "data.on_overlap": "error", "train.deterministic": False}
     for key, value in expected.items():
         section, name = key.split(".")
         assert SCHEMA[section][name].default == value, key
@@ -227,3 +231,83 @@ def test_no_finite_monitored_value_ever_is_said_not_silent():
     assert model.lin.bias.abs().sum() > 0  # trained for one epoch: the last weights, as the note says
 
 
+# -- determinism -----------------------------------------------------------------------------
+
+def torch_flags():
+    return (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark, os.environ.get(CUBLAS_ENV))
+
+
+@pytest.fixture
+def benchmark_on(monkeypatch):
+    """cuDNN benchmarking on, as a user may have it: it must come back on, not to torch's default."""
+    monkeypatch.delenv(CUBLAS_ENV, raising=False)
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    yield
+    torch.backends.cudnn.benchmark = saved
+
+
+def _fit(deterministic, on_epoch=None, model=None, epochs=2):
+    x, y = torch.randn(8, 3), torch.rand(8, 2)
+    trainer = Trainer(model or TinyNet(), loader(x, y, 4), loader(x, y), train_cfg(epochs=epochs,
+                      deterministic=deterministic), "regression", CPU, on_epoch=on_epoch, progress=False)
+    return trainer.fit()
+
+
+def test_deterministic_sets_the_torch_flags_for_the_fit_and_restores_them(benchmark_on):
+    before = torch_flags()
+    assert before == (False, False, True, None)
+    seen = []
+    _fit(True, on_epoch=lambda epoch, m: seen.append(torch_flags()))
+    assert seen == [(True, True, False, ":4096:8")] * 2
+    assert torch_flags() == before
+    # also when the fit ends in an exception
+    with pytest.raises(KeyboardInterrupt):
+        _fit(True, on_epoch=lambda epoch, m: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert torch_flags() == before
+    # off (the default), nothing changes
+    seen.clear()
+    _fit(False, on_epoch=lambda epoch, m: seen.append(torch_flags()))
+    assert seen == [before] * 2
+
+
+def test_deterministic_keeps_a_deterministic_cublas_setting_already_there(benchmark_on, monkeypatch):
+    monkeypatch.setenv(CUBLAS_ENV, ":16:8")
+    seen = []
+    _fit(True, on_epoch=lambda epoch, m: seen.append(os.environ.get(CUBLAS_ENV)), epochs=1)
+    assert seen == [":16:8"] and os.environ[CUBLAS_ENV] == ":16:8"
+
+
+class PutModel(TinyNet):
+    """Uses Tensor.put_, which has no deterministic implementation even on the CPU."""
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        return out + torch.zeros_like(out).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))
+
+
+def test_an_operation_without_a_deterministic_kernel_names_the_setting(benchmark_on):
+    with pytest.raises(ConfigError, match="put_ has no deterministic implementation") as exc:
+        _fit(True, model=PutModel())
+    assert exc.value.key == "train.deterministic"
+    assert torch_flags() == (False, False, True, None)
+    assert _fit(False, model=PutModel()).epochs_run == 2  # fine without the setting
+
+
+def _cpu_fit(seed):
+    seed_everything(seed)
+    model = NormDropNet()
+    x, y = torch.randn(48, 3), torch.rand(48, 2)
+    train = loader(x, y, 8, shuffle=True, generator=loader_generator(seed))
+    cfg = train_cfg(epochs=3, lr={"audio": 0.01, "head": 0.01}, early_stopping={"patience": 0})
+    result = Trainer(model, train, loader(x, y, 16), cfg, "regression", CPU, progress=False).fit()
+    return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in result.history], snapshot(model)
+
+
+def test_cpu_runs_repeat_without_the_deterministic_setting():
+    assert not torch.are_deterministic_algorithms_enabled()
+    (h1, s1), (h2, s2) = _cpu_fit(3), _cpu_fit(3)
+    assert h1 == h2 and same(s1, s2)
+    h3, s3 = _cpu_fit(4)
+    assert not same(s1, s3) and not np.allclose(h1[-1]["train_loss"], h3[-1]["train_loss"])

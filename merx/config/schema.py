@@ -158,6 +158,9 @@ SCHEMA: dict[str, Any] = {
     "train": {
         "device": F(str, "auto", "auto (cuda, then mps, then cpu), or cpu, cuda, cuda:1, mps."),
         "amp": F(bool, True, "Mixed precision on CUDA (bf16 where supported); off elsewhere."),
+        "deterministic": F(bool, False, "Deterministic algorithms (torch, cuDNN, cuBLAS), so that GPU runs repeat "
+                           "exactly; slower on GPU, and an operation with no deterministic GPU kernel stops the "
+                           "run. CPU runs repeat without it."),
         "optimizer": F(str, "adam", "Optimizer.", ("adam", "adamw")),
         "weight_decay": F(float, 0.0, "Weight decay.", ge=0),
         "lr": {

@@ -209,6 +209,7 @@ class TrainSettings:
 
     device: str = _default("train.device")
     amp: bool = _default("train.amp")
+    deterministic: bool = _default("train.deterministic")
     optimizer: str = _default("train.optimizer")
     weight_decay: float = _default("train.weight_decay")
     lr: LearningRates = field(default_factory=LearningRates)
