@@ -1,7 +1,8 @@
 """The results store: every run merx makes, recorded in SQLite (or any SQLAlchemy database).
 
 ``merx.store.schema`` documents every table and column; ``merx.store.migrations`` how the
-schema evolves; ``merx.store.runstore`` the ``RunStore`` API.
+schema evolves; ``merx.store.runstore`` the ``RunStore`` API, and its module docstring where
+each of its parts lives (engine, database, rows, pending, ids, times, faults).
 """
 
 from merx.store.errors import (

@@ -17,9 +17,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from merx.errors import StoreError
+from merx.store.engine import ENV_BUSY_TIMEOUT
 from merx.store.errors import StoreCorrupt, StoreFull, StoreLocked, StoreReadOnly
-
-ENV_BUSY_TIMEOUT = "MERX_DB_BUSY_TIMEOUT"
 
 # SQLite's primary result codes (the low byte of an extended code).
 SQLITE_ERROR, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY = 1, 5, 6, 8
@@ -168,17 +167,3 @@ def _space_problem(path: Path) -> str | None:
     if free < _LOW_SPACE:
         return f"{free:,} bytes free on the file system of {path.parent}"
     return None
-
-
-def env_seconds(name: str, default: float) -> float:
-    """A duration in seconds from the environment variable ``name`` (``default`` when unset)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not (0 <= value < float("inf")):
-        raise StoreError(f"{name}={raw!r} is not a number of seconds; write e.g. {name}={default:g}")
-    return value

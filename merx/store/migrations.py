@@ -90,7 +90,7 @@ def migrate(engine: sa.Engine, migrations: list[Migration] | None = None, where:
     ``migrations`` defaults to ``MIGRATIONS`` (tests pass a prefix to build an older database);
     ``where`` names the database in error messages."""
     migrations = MIGRATIONS if migrations is None else migrations
-    # merx_begin: see merx.store.runstore.create_store_engine; other engines ignore it.
+    # merx_begin: see merx.store.engine.create_store_engine; other engines ignore it.
     with engine.execution_options(merx_begin="DEFERRED").begin() as conn:
         if not pending_migrations(conn, migrations, where):
             return []
