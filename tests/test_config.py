@@ -242,3 +242,15 @@ def test_resolved_toml_leaves_unset_settings_out_and_reloads(tmp_path):
     text = config.to_toml(cfg)
     assert "scale" not in text  # TOML has no null: left out, and loading fills the default again
     assert config.load(write(tmp_path / "again.toml", text)) == cfg
+
+
+def test_a_setting_added_later_at_its_neutral_value_leaves_the_hash_of_older_runs_alone():
+    cfg = config.resolve({"seed": 1}, "x.toml")
+    before = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "deterministic"}}  # as stored pre-key
+    assert cfg["train"]["deterministic"] is False
+    assert config.config_hash(cfg) == config.config_hash(before)
+    assert config.config_hash(cfg, include_seed=False) == config.config_hash(before, include_seed=False)
+    on = config.resolve({"seed": 1, "train": {"deterministic": True}}, "x.toml")
+    assert config.config_hash(on) != config.config_hash(cfg)
+    assert "deterministic" in cfg["train"]  # hashing never edits the config it reads
+

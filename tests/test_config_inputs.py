@@ -206,9 +206,10 @@ def test_a_malformed_set_is_one_line_naming_the_option(tmp_path, item, message):
 def test_a_folder_given_as_the_experiment_is_refused_naming_it(tmp_path):
     folder = tmp_path / "experiments"
     folder.mkdir()
-    # The command line's own check (click: "File ... is a directory"): exit 2, no traceback.
+    # merx's own one line, not click's three-line usage error.
     result = merx("run", folder)
-    assert result.exit_code == 2 and "is a directory" in result.stderr and "Traceback" not in result.output
+    assert result.exit_code == 2 and "is a folder, not an experiment file" in result.stderr
+    assert result.stderr.count("error:") == 1 and "Usage:" not in result.stderr and "Traceback" not in result.output
     with pytest.raises(ConfigError, match=f"^{folder}: is a folder, not an experiment file$"):
         config.load(folder)
 

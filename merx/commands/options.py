@@ -29,4 +29,6 @@ def json_option(help: str = "Print JSON instead of text."):
 
 def experiment_argument():
     """The experiment TOML file a command reads: the value is ``file``."""
-    return click.argument("file", type=click.Path(dir_okay=False))
+    # A plain string: merx.config reads the file and names every problem (a folder, a missing or
+    # binary file) in one line; click's own check would print a three-line usage error instead.
+    return click.argument("file")
