@@ -14,6 +14,7 @@ Every default comes from ``SCHEMA``, so ``FeatureSettings(n_mels=16)`` is the re
 from __future__ import annotations
 
 import copy
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -41,10 +42,24 @@ def _plugin_default(dotted: str):
     return field(default_factory=lambda: PluginChoice(spec.default))
 
 
-def _from_table(cls, table: dict, **converted):
-    """``cls`` from a resolved table: every field by name, ``converted`` for the nested ones."""
-    plain = {f.name: table[f.name] for f in fields(cls) if f.name not in converted}
-    return cls(**plain, **converted)
+class _Section:
+    """A table of the resolved config as a frozen dataclass. ``from_table`` reads every field by
+    name; a field typed as another section (or plugin choice), or a tuple of them, is converted
+    from its nested table; a tuple field from a list (TOML has no tuples)."""
+
+    @classmethod
+    def from_table(cls, table: dict):
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            value, hint = table[f.name], hints[f.name]
+            if typing.get_origin(hint) is tuple:
+                item = typing.get_args(hint)[0]
+                value = tuple(item.from_table(v) if hasattr(item, "from_table") else v for v in value)
+            elif hasattr(hint, "from_table"):
+                value = hint.from_table(value)
+            values[f.name] = value
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -82,18 +97,14 @@ class AugmentChoice(PluginChoice):
 
 
 @dataclass(frozen=True)
-class DataSettings:
+class DataSettings(_Section):
     source: PluginChoice = _plugin_default("data.source")
     cache_dir: str = _default("data.cache_dir")
     on_overlap: str = _default("data.on_overlap")
 
-    @classmethod
-    def from_table(cls, table: dict) -> DataSettings:
-        return _from_table(cls, table, source=PluginChoice.from_table(table["source"]))
-
 
 @dataclass(frozen=True)
-class FeatureSettings:
+class FeatureSettings(_Section):
     """How audio becomes the mel spectrogram a model sees (``[features]``)."""
 
     sample_rate: int = _default("features.sample_rate")
@@ -107,23 +118,15 @@ class FeatureSettings:
     crop: str = _default("features.crop")
     workers: int = _default("features.workers")
 
-    @classmethod
-    def from_table(cls, table: dict) -> FeatureSettings:
-        return _from_table(cls, table)
-
 
 @dataclass(frozen=True)
-class HeadSettings:
+class HeadSettings(_Section):
     hidden: tuple[int, ...] = _default("model.head.hidden")
     dropout: float = _default("model.head.dropout")
 
-    @classmethod
-    def from_table(cls, table: dict) -> HeadSettings:
-        return cls(tuple(int(h) for h in table["hidden"]), float(table["dropout"]))
-
 
 @dataclass(frozen=True)
-class ModelSettings:
+class ModelSettings(_Section):
     """The parts of the model (``[model]``): towers, fusion and head, and which modalities are used."""
 
     modalities: str = _default("model.modalities")
@@ -131,13 +134,6 @@ class ModelSettings:
     text: PluginChoice = _plugin_default("model.text")
     fusion: PluginChoice = _plugin_default("model.fusion")
     head: HeadSettings = field(default_factory=HeadSettings)
-
-    @classmethod
-    def from_table(cls, table: dict) -> ModelSettings:
-        return _from_table(cls, table, audio=PluginChoice.from_table(table["audio"]),
-                           text=PluginChoice.from_table(table["text"]),
-                           fusion=PluginChoice.from_table(table["fusion"]),
-                           head=HeadSettings.from_table(table["head"]))
 
     @property
     def uses_audio(self) -> bool:
@@ -149,7 +145,7 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
-class AugmentSettings:
+class AugmentSettings(_Section):
     """Training-only augmentations (``[augment]``), in the order they apply."""
 
     audio: tuple[AugmentChoice, ...] = ()
@@ -157,14 +153,9 @@ class AugmentSettings:
     strategy: str = _default("augment.strategy")
     variants: int = _default("augment.variants")
 
-    @classmethod
-    def from_table(cls, table: dict) -> AugmentSettings:
-        return _from_table(cls, table, audio=tuple(AugmentChoice.from_table(t) for t in table["audio"]),
-                           text=tuple(AugmentChoice.from_table(t) for t in table["text"]))
-
 
 @dataclass(frozen=True)
-class LearningRates:
+class LearningRates(_Section):
     """One learning rate per part of the model (``[train.lr]``)."""
 
     audio: float = _default("train.lr.audio")
@@ -172,39 +163,27 @@ class LearningRates:
     fusion: float = _default("train.lr.fusion")
     head: float = _default("train.lr.head")
 
-    @classmethod
-    def from_table(cls, table: dict) -> LearningRates:
-        return _from_table(cls, table)
-
     def of(self, part: str) -> float:
         return getattr(self, part)
 
 
 @dataclass(frozen=True)
-class SchedulerSettings:
+class SchedulerSettings(_Section):
     name: str = _default("train.scheduler.name")
     step_size: int = _default("train.scheduler.step_size")
     gamma: float = _default("train.scheduler.gamma")
 
-    @classmethod
-    def from_table(cls, table: dict) -> SchedulerSettings:
-        return _from_table(cls, table)
-
 
 @dataclass(frozen=True)
-class EarlyStoppingSettings:
+class EarlyStoppingSettings(_Section):
     monitor: str = _default("train.early_stopping.monitor")
     mode: str = _default("train.early_stopping.mode")
     patience: int = _default("train.early_stopping.patience")
     min_delta: float = _default("train.early_stopping.min_delta")
 
-    @classmethod
-    def from_table(cls, table: dict) -> EarlyStoppingSettings:
-        return _from_table(cls, table)
-
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(_Section):
     """How the model is trained (``[train]``)."""
 
     device: str = _default("train.device")
@@ -219,12 +198,6 @@ class TrainSettings:
     grad_clip: float = _default("train.grad_clip")
     num_workers: int = _default("train.num_workers")
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
-
-    @classmethod
-    def from_table(cls, table: dict) -> TrainSettings:
-        return _from_table(cls, table, lr=LearningRates.from_table(table["lr"]),
-                           scheduler=SchedulerSettings.from_table(table["scheduler"]),
-                           early_stopping=EarlyStoppingSettings.from_table(table["early_stopping"]))
 
 
 @dataclass(frozen=True)
