@@ -8,13 +8,14 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from tiny_experiment import tiny_raw as _tiny_raw
 
 from merx.cli import cli
 from merx.compare import CompareError, compare, resolve_subjects
 from merx.config import apply_sets, config_hash, flatten, resolve
 from merx.stats import holm
 from merx.store import RunStore
+
+from tiny_experiment import tiny_raw as _tiny_raw
 
 
 def tiny_raw(bert_dir, cache_dir, task="regression") -> dict:
