@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from merx.config.settings import Experiment
 from merx.data.songs import Failure, SongTable
 from merx.errors import RunError
+from merx.interrupts import Terminated, sigterm_as_interrupt
 
 #: Lyrics for a dry run's forward pass: two lines of different length, so padding is exercised.
 SAMPLE_LYRICS = ("I walk alone down the empty road tonight",
@@ -76,11 +78,17 @@ def build_augmentations(cfg: dict | Experiment, registry=None):
 
 def prepare(cfg: dict | Experiment, registry=None, progress: bool = True) -> Prepared:
     """Data and feature stages: songs, split check, cached mel spectrograms, dB reference, and
-    the precomputed waveform-augmented variants of the training songs."""
+    the precomputed waveform-augmented variants of the training songs.
+
+    SIGTERM stops it like Ctrl-C (feature workers are ended first)."""
+    with sigterm_as_interrupt():
+        return _prepare(as_experiment(cfg), registry, progress)
+
+
+def _prepare(exp: Experiment, registry, progress: bool) -> Prepared:
     from merx.data.integrity import check_overlap
     from merx.plugins import get_registry
 
-    exp = as_experiment(cfg)
     registry = registry or get_registry()
     plan = build_augmentations(exp, registry)
     cache_dir, features = Path(exp.data.cache_dir), exp.features
@@ -282,7 +290,16 @@ class RunResult:
 def run(cfg: dict, file: str | None, store, progress: bool = True, console=None) -> RunResult:
     """Train and evaluate one experiment, recording everything in ``store`` as it happens.
 
-    ``cfg`` is the resolved config: what the run stores and hashes."""
+    ``cfg`` is the resolved config: what the run stores and hashes. Ctrl-C and SIGTERM record
+    the run as ``interrupted`` with its finished epochs, then propagate as ``KeyboardInterrupt``
+    (SIGTERM as its subclass ``merx.interrupts.Terminated``) carrying ``run_id``; an interrupt
+    before the run was recorded (while preparing data and features) carries none. Where nothing
+    handled SIGTERM before, the process then ends by it (``merx.interrupts.sigterm_as_interrupt``)."""
+    with sigterm_as_interrupt():
+        return _run(cfg, file, store, progress, console)
+
+
+def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResult:
     import torch
 
     from merx.baselines import Targets, compute_baselines
@@ -350,10 +367,23 @@ def run(cfg: dict, file: str | None, store, progress: bool = True, console=None)
         store.finish_run(run_id, "completed", best_epoch=fit.best_epoch, epochs_run=fit.epochs_run,
                          checkpoint_path=str(ckpt))
         return RunResult(run_id, "completed", test_metrics, baselines, fit.best_epoch, fit.epochs_run)
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted", error="interrupted by the user (Ctrl-C)",
-                         epochs_run=epochs_done["n"])
+    except KeyboardInterrupt as exc:
+        why = ("stopped by SIGTERM (timeout, a scheduler, docker stop)" if isinstance(exc, Terminated)
+               else "interrupted by the user (Ctrl-C)")
+        if _record_end(store, run_id, "interrupted", why, epochs_done["n"]):
+            exc.run_id = run_id  # the CLI says "recorded as interrupted" only then
         raise
     except BaseException as exc:
-        store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}", epochs_run=epochs_done["n"])
+        _record_end(store, run_id, "failed", f"{type(exc).__name__}: {exc}", epochs_done["n"])
         raise
+
+
+def _record_end(store, run_id: int, status: str, error: str, epochs_run: int) -> bool:
+    """``finish_run``, unless the database itself fails (full, locked): then the error that ended
+    the run is what the user must see, and this one is only a warning. Whether it was recorded."""
+    try:
+        store.finish_run(run_id, status, error=error, epochs_run=epochs_run)
+    except Exception as exc:
+        print(f"warning: run{run_id} could not be recorded as {status!r}: {exc}", file=sys.stderr)
+        return False
+    return True

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tiny_experiment import tiny_toml
 
 from merx.cli import cli
 from merx.store import RunStore
+
+from tiny_experiment import tiny_toml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -185,6 +186,20 @@ def test_ctrl_c_records_the_run_as_interrupted_with_its_epochs(tmp_path, tiny_be
     assert "interrupted" in out and "Traceback" not in out
     run = RunStore(tmp_path / "results.db").get_run(1)
     assert run["status"] == "interrupted" and run["ended_at"]
+    assert len(run["epochs"]) >= 1 and run["epochs_run"] == len(run["epochs"])
+
+
+def test_sigterm_records_the_run_as_interrupted_and_exits_143(tmp_path, tiny_bert_dir):
+    """What `timeout`, Slurm and `docker stop` send: handled as Ctrl-C is, with the shell's 128 + 15."""
+    exp = write_exp(tmp_path, tiny_bert_dir, epochs=500)
+    proc = _merx(["run", exp], tmp_path)
+    _wait_for_epoch(tmp_path / "results.db")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    assert "interrupted by SIGTERM: run1 is recorded as 'interrupted'" in out and "Traceback" not in out
+    run = RunStore(tmp_path / "results.db").get_run(1)
+    assert run["status"] == "interrupted" and run["ended_at"] and "SIGTERM" in run["error"]
     assert len(run["epochs"]) >= 1 and run["epochs_run"] == len(run["epochs"])
 
 

@@ -34,17 +34,20 @@ def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db):
     if dry_run:
         _print_dry_run(cfg)
         return
-    from merx.errors import Interrupted
+    from merx.interrupts import interrupted_error, sigterm_as_interrupt
     from merx.pipeline import run
     from merx.store import RunStore
 
     out = console()
     store = RunStore(db, write=True)  # a read-only, damaged or locked database fails here, before any work
-    try:
-        result = run(cfg, file, store, progress=True, console=out)
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted: the run is recorded as 'interrupted' with its finished epochs "
-                          "(merx runs --status interrupted)") from None
+    with sigterm_as_interrupt():  # SIGTERM (timeout, Slurm, docker stop) ends the run as Ctrl-C does
+        try:
+            result = run(cfg, file, store, progress=True, console=out)
+        except KeyboardInterrupt as exc:
+            raise interrupted_error(
+                exc, "{run} is recorded as 'interrupted' with its finished epochs (merx show {run})",
+                "the run had not started yet (its data and features were being prepared), so nothing was recorded",
+            ) from None
     out.print(metrics_table(f"run{result.run_id} test metrics (best epoch {result.best_epoch} of "
                             f"{result.epochs_run}) beside baselines fitted on the training split",
                             result.test_metrics, result.baselines))
@@ -60,7 +63,8 @@ def _run_plan(plan, rerun, best_by, dry_run, db):
 
     from merx.compare import group_label
     from merx.config import config_hash
-    from merx.errors import Interrupted, RunError
+    from merx.errors import RunError
+    from merx.interrupts import interrupted_error, sigterm_as_interrupt
     from merx.store import RunStore
     from merx.sweep import completed_run, render_summary, run_plan, summary
 
@@ -80,11 +84,14 @@ def _run_plan(plan, rerun, best_by, dry_run, db):
         out.print(t)
         _print_dry_run(plan.cells[0].configs[0])
         return
-    try:
-        result = run_plan(plan, store, rerun=rerun, console=out, progress=True)
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted: the current run is recorded as 'interrupted'; finished runs are kept, "
-                          "and running the same command again skips them") from None
+    kept = "finished runs are kept, and running the same command again skips them"
+    with sigterm_as_interrupt():
+        try:
+            result = run_plan(plan, store, rerun=rerun, console=out, progress=True)
+        except KeyboardInterrupt as exc:
+            raise interrupted_error(exc, "the current run, {run}, is recorded as 'interrupted'; " + kept,
+                                    "the current run had not started, so nothing of it was recorded; " + kept,
+                                    ) from None
     render_summary(summary(store, result, best_by), out)
     groups = {group_label(c.configs[0]["name"], config_hash(c.configs[0], include_seed=False)) for c in plan.cells}
     out.print(plain(f"recorded in {store.location}; `merx compare {' '.join(sorted(groups))}` compares the cells"))

@@ -26,6 +26,7 @@ chosen strategy instead of always keeping the first 30 s.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -116,14 +117,17 @@ def extract_features(songs: list[Song], features: FeatureSettings, cache_dir: st
             jobs[target] = (str(song.audio_path), [song])
 
     computed = 0
-    for target, reason in _run(jobs, params, workers, progress, hits):
-        audio_path, sharing = jobs[target]
-        for song in sharing:
-            if reason is None:
-                paths[song.id] = target
-                computed += 1
-            else:
-                failures.append(Failure(song.id, "audio", reason, audio_path))
+    # closing: an interrupt between two results must end the workers now, not when the generator
+    # is garbage-collected.
+    with contextlib.closing(_run(jobs, params, workers, progress, hits)) as results:
+        for target, reason in results:
+            audio_path, sharing = jobs[target]
+            for song in sharing:
+                if reason is None:
+                    paths[song.id] = target
+                    computed += 1
+                else:
+                    failures.append(Failure(song.id, "audio", reason, audio_path))
 
     order = {s.id: i for i, s in enumerate(songs)}
     failures.sort(key=lambda f: order.get(f.song_id, len(order)))
@@ -173,14 +177,14 @@ def _run(jobs: dict, params: dict, workers: int, progress: bool, hits: int):
                 yield target, _compute(audio_path, str(target), params)
                 bar.advance(task)
             return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
         from concurrent.futures.process import BrokenProcessPool
 
-        # spawn, not fork: the parent may hold torch/BLAS threads, which fork can deadlock; each
-        # worker imports librosa itself (after NUMBA_CACHE_DIR is set, inherited via the environment).
-        pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
-        try:
+        from merx.features.workers import process_pool
+
+        # Spawned workers each import librosa themselves (after NUMBA_CACHE_DIR is set, inherited
+        # via the environment); they watch this process, so none outlives it (merx.features.workers).
+        with process_pool(n) as pool:
             futures = {pool.submit(_compute, audio_path, str(target), params): target
                        for target, (audio_path, _) in jobs.items()}
             for future in as_completed(futures):
@@ -195,8 +199,6 @@ def _run(jobs: dict, params: dict, workers: int, progress: bool, hits: int):
                         "workers > 1 needs an `if __name__ == '__main__':` guard") from exc
                 yield futures[future], reason
                 bar.advance(task)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _compute(audio_path: str, out_path: str, params: dict) -> str | None:

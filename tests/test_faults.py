@@ -1,0 +1,177 @@
+"""What a long run meets besides bugs: SIGTERM, a killed parent.
+
+Real processes, real signals: merx runs as ``python -m merx`` in a child process, which the
+tests signal, and whose own children they look up in /proc (Linux only)."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from merx.config import to_toml
+from merx.store import RunStore
+
+from tiny_experiment import tiny_raw, tiny_toml
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads processes from /proc")
+
+
+def merx(*args, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "merx", *map(str, args)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += (task / "children").read_text().split()
+        except OSError:
+            pass
+    return [int(c) for c in found]
+
+
+def alive(pid: int) -> bool:
+    """Running or sleeping; a zombie is dead (a container's pid 1 may never reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def extraction_experiment(tmp_path, bert_dir) -> Path:
+    """60 songs, features in 2 worker processes: extraction takes seconds, not milliseconds."""
+    raw = tiny_raw(bert_dir, Path.cwd() / ".merx" / "cache", task="classification")
+    del raw["name"]
+    raw["data"]["source"].update(n_songs=60, duration=4.0, min_duration=3.0)
+    raw["features"]["workers"] = 2
+    raw["model"]["modalities"] = "audio"
+    path = tmp_path / "extract.toml"
+    path.write_text(to_toml(raw))
+    return path
+
+
+def start_with_workers(*args) -> tuple[subprocess.Popen, list[int]]:
+    """``merx *args`` started, once both extraction workers exist; with all of its children then."""
+    proc = merx(*args)
+
+    def workers():
+        return len([c for c in children(proc.pid) if "spawn_main" in cmdline(c)]) >= 2
+
+    try:
+        wait_until(workers, 240, "two feature extraction workers")
+    except AssertionError:
+        proc.kill()
+        raise AssertionError(proc.communicate()[0][-4000:]) from None
+    return proc, children(proc.pid)  # the workers and multiprocessing's resource tracker
+
+
+def assert_all_gone(pids: list[int], timeout: float = 10.0):
+    try:
+        wait_until(lambda: not any(alive(p) for p in pids), timeout, "the parent's children to exit")
+    except AssertionError:
+        left = {p: cmdline(p) for p in pids if alive(p)}
+        for p in left:
+            os.kill(p, signal.SIGKILL)  # this test's own leftovers
+        raise AssertionError(f"outlived their parent: {left}") from None
+
+
+# -- feature workers never outlive merx ---------------------------------------------------------
+
+def test_feature_workers_die_with_a_parent_killed_by_sigkill(tmp_path, tiny_bert_dir):
+    exp = extraction_experiment(tmp_path, tiny_bert_dir)
+    proc, kids = start_with_workers("prepare", exp)
+    assert len(kids) >= 3, [cmdline(k) for k in kids]
+    proc.kill()  # SIGKILL: nothing of merx runs any more, only the workers can notice
+    proc.wait(timeout=30)
+    proc.stdout.close()  # not read to its end: a surviving worker would hold it open
+    assert_all_gone(kids)
+
+
+def test_sigterm_while_a_run_prepares_features_ends_the_workers_and_records_nothing(tmp_path, tiny_bert_dir):
+    exp = extraction_experiment(tmp_path, tiny_bert_dir)
+    proc, kids = start_with_workers("run", exp)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    assert "interrupted by SIGTERM" in out and "nothing was recorded" in out, out
+    assert "recorded as 'interrupted'" not in out and "Traceback" not in out
+    assert RunStore(tmp_path / "results.db").list_runs() == []
+    assert_all_gone(kids, timeout=5)
+
+
+def test_sigterm_becomes_terminated_once_and_the_previous_handler_comes_back():
+    from merx.interrupts import Terminated, sigterm_as_interrupt
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with pytest.raises(Terminated), sigterm_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # not reached: the handler raised
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # a second one while cleaning up is ignored
+                time.sleep(0.05)
+        assert seen == []
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert seen == [signal.SIGTERM]  # the handler from before is back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- SIGTERM in a sweep --------------------------------------------------------------------------
+
+def test_sigterm_in_a_sweep_interrupts_the_current_run_and_keeps_the_finished_one(tmp_path, tiny_bert_dir):
+    (tmp_path / "base.toml").write_text(tiny_toml(tiny_bert_dir, Path.cwd() / ".merx" / "cache"))
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('extends = "base.toml"\n[sweep]\n"train.epochs" = [1, 500]\n')
+    db = tmp_path / "results.db"
+    proc = merx("run", sweep, "--db", db)
+
+    def second_run_trained_an_epoch():
+        try:
+            with sqlite3.connect(db) as con:
+                return con.execute("select count(*) from epochs where run_id = 2").fetchone()[0] > 0
+        except sqlite3.OperationalError:
+            return False
+
+    try:
+        wait_until(second_run_trained_an_epoch, 240, "an epoch of the sweep's second run")
+    except AssertionError:
+        proc.kill()
+        raise AssertionError(proc.communicate()[0][-4000:]) from None
+    proc.terminate()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    assert "the current run, run2, is recorded as 'interrupted'; finished runs are kept" in out, out
+    store = RunStore(db)
+    first, second = store.get_run(1), store.get_run(2)
+    assert first["status"] == "completed"
+    assert second["status"] == "interrupted" and "SIGTERM" in second["error"]
+    assert second["epochs_run"] >= 1 and second["epochs_run"] == len(second["epochs"])
