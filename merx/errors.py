@@ -123,6 +123,17 @@ class TrainingDiverged(RunError):
                          "or check the inputs and targets for NaN/inf values.")
 
 
+class DiskFull(RunError):
+    """A write failed for want of room: the disk is full (ENOSPC) or a file reached this process's
+    size limit (EFBIG, ``ulimit -f``). Exit 1: the experiment is fine, the machine is not."""
+
+    exit_code = 1
+
+    def __init__(self, path, *, hint: str | None = None):
+        self.path = str(path)
+        super().__init__(f"no space left on device ({self.path})", hint=hint)
+
+
 class Interrupted(MerxError):
     """Ctrl-C or SIGTERM stopped the work; what was recorded says so in the message."""
 

@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from merx.checkpoints import disk_full_named
 from merx.config.settings import Experiment
 from merx.data.songs import Failure, SongTable
-from merx.errors import RunError
+from merx.errors import DiskFull, RunError
 from merx.interrupts import Terminated, sigterm_as_interrupt
 
 #: Lyrics for a dry run's forward pass: two lines of different length, so padding is exercised.
@@ -80,8 +81,8 @@ def prepare(cfg: dict | Experiment, registry=None, progress: bool = True) -> Pre
     """Data and feature stages: songs, split check, cached mel spectrograms, dB reference, and
     the precomputed waveform-augmented variants of the training songs.
 
-    SIGTERM stops it like Ctrl-C (feature workers are ended first)."""
-    with sigterm_as_interrupt():
+    SIGTERM stops it like Ctrl-C (feature workers are ended first); a full disk is a ``DiskFull``."""
+    with sigterm_as_interrupt(), disk_full_named():
         return _prepare(as_experiment(cfg), registry, progress)
 
 
@@ -294,15 +295,16 @@ def run(cfg: dict, file: str | None, store, progress: bool = True, console=None)
     the run as ``interrupted`` with its finished epochs, then propagate as ``KeyboardInterrupt``
     (SIGTERM as its subclass ``merx.interrupts.Terminated``) carrying ``run_id``; an interrupt
     before the run was recorded (while preparing data and features) carries none. Where nothing
-    handled SIGTERM before, the process then ends by it (``merx.interrupts.sigterm_as_interrupt``)."""
-    with sigterm_as_interrupt():
+    handled SIGTERM before, the process then ends by it (``merx.interrupts.sigterm_as_interrupt``).
+    A full disk fails the run with ``DiskFull``; the checkpoint is written atomically, never
+    left truncated."""
+    with sigterm_as_interrupt(), disk_full_named():
         return _run(cfg, file, store, progress, console)
 
 
 def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResult:
-    import torch
-
     from merx.baselines import Targets, compute_baselines
+    from merx.checkpoints import disk_full, no_space, save_checkpoint
     from merx.config import config_hash
     from merx.dataset import make_loader
     from merx.plugins import get_registry
@@ -349,9 +351,8 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResu
         trainer = Trainer(model, train_loader, val_loader, train, exp.task, device, on_epoch=on_epoch,
                           progress=progress)
         fit = trainer.fit()
-        ckpt = run_folder(store, run_id) / "best.pt"
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "config": cfg, "best_epoch": fit.best_epoch}, ckpt)
+        ckpt = save_checkpoint({"model": model.state_dict(), "config": cfg, "best_epoch": fit.best_epoch},
+                               run_folder(store, run_id) / "best.pt")
         store.update_run(run_id, checkpoint_path=str(ckpt), best_epoch=fit.best_epoch, epochs_run=fit.epochs_run)
 
         test_metrics, predictions = evaluate(model, test_loader, exp.task, device)
@@ -374,6 +375,11 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResu
             exc.run_id = run_id  # the CLI says "recorded as interrupted" only then
         raise
     except BaseException as exc:
+        full = None if isinstance(exc, DiskFull) else no_space(exc)
+        if full is not None:
+            failure = disk_full(full)
+            _record_end(store, run_id, "failed", f"{type(failure).__name__}: {failure}", epochs_done["n"])
+            raise failure from exc
         _record_end(store, run_id, "failed", f"{type(exc).__name__}: {exc}", epochs_done["n"])
         raise
 

@@ -1,9 +1,11 @@
-"""What a long run meets besides bugs: SIGTERM, a killed parent.
+"""What a long run meets besides bugs: SIGTERM, a killed parent, a full disk.
 
-Real processes, real signals: merx runs as ``python -m merx`` in a child process, which the
-tests signal, and whose own children they look up in /proc (Linux only)."""
+Real processes, real signals, real limits: merx runs as ``python -m merx`` in a child process,
+which the tests signal or start under a file-size limit, and whose own children they look up in
+/proc (Linux only)."""
 
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -12,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from merx.cli import cli
 from merx.config import to_toml
 from merx.store import RunStore
 
@@ -175,3 +179,52 @@ def test_sigterm_in_a_sweep_interrupts_the_current_run_and_keeps_the_finished_on
     assert first["status"] == "completed"
     assert second["status"] == "interrupted" and "SIGTERM" in second["error"]
     assert second["epochs_run"] >= 1 and second["epochs_run"] == len(second["epochs"])
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+
+#: Below the tiny model's checkpoint (about 4 MB: the BERT's embeddings), far above the whole
+#: results database of its run (under 100 KB) and every cache file.
+FILE_SIZE_LIMIT = 1 << 20
+
+
+@pytest.fixture(params=["file-size limit", "full file system"])
+def no_room(request, tmp_path):
+    """How the run's checkpoint write will fail: EFBIG (RLIMIT_FSIZE) or ENOSPC (a tiny tmpfs
+    holding the run folders; needs root, skipped elsewhere)."""
+    if request.param == "file-size limit":
+        def limit():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG, not the process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+        yield {"preexec_fn": limit}
+        return
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(runs)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield {}
+    finally:
+        if subprocess.run(["umount", str(runs)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(runs)])
+
+
+def test_a_full_disk_fails_the_run_without_a_partial_checkpoint_and_keeps_the_database(
+        tmp_path, tiny_bert_dir, no_room):
+    exp = tmp_path / "tiny.toml"
+    exp.write_text(tiny_toml(tiny_bert_dir, Path.cwd() / ".merx" / "cache", epochs=2))
+    assert CliRunner().invoke(cli, ["prepare", str(exp)]).exit_code == 0  # data and features, unlimited
+    db = tmp_path / "results.db"
+    proc = merx("run", exp, "--db", db, **no_room)
+    out, _ = proc.communicate(timeout=300)
+    folder = tmp_path / "runs" / "results" / "run1"
+    assert proc.returncode == 1, out
+    assert f"error: no space left on device ({folder / 'best.pt'})" in out, out
+    assert "Traceback" not in out
+    run = RunStore(db).get_run(1)
+    assert run["status"] == "failed" and run["error"] == f"DiskFull: no space left on device ({folder / 'best.pt'})"
+    assert run["epochs_run"] == 2 and sorted(run["epochs"]) == [1, 2] and run["checkpoint_path"] is None
+    assert list(folder.iterdir()) == []  # neither a truncated best.pt nor its temporary file
+    with sqlite3.connect(db) as con:
+        assert con.execute("pragma integrity_check").fetchall() == [("ok",)]
