@@ -19,6 +19,7 @@ from pathlib import Path
 
 from merx.checkpoints import disk_full_named
 from merx.config.settings import Experiment
+from merx.data.failures import empty_split_message
 from merx.data.songs import Failure, SongTable
 from merx.errors import DiskFull, RunError
 from merx.interrupts import Terminated, sigterm_as_interrupt
@@ -48,9 +49,15 @@ class Prepared:
 
 def load_songs(exp: Experiment, registry) -> SongTable:
     """The data source's songs, less those lacking what the model or the task needs (recorded)."""
+    return _load_songs(exp, registry)[0]
+
+
+def _load_songs(exp: Experiment, registry) -> tuple[SongTable, dict[str, str]]:
+    """``load_songs``, and the split of every song the source returned (failures do not keep it)."""
     source = exp.data.source
     plugin = registry.get("data_sources", source.name)
     table = plugin.build(dict(source.settings), cache_dir=str(Path(exp.data.cache_dir) / "data")).load()
+    split_of = {s.id: s.split for s in table.songs}
     # A modality the model needs but a song lacks is a per-song failure, not a crash mid-epoch.
     missing = []
     for s in table.songs:
@@ -62,7 +69,7 @@ def load_songs(exp: Experiment, registry) -> SongTable:
             missing.append(Failure(s.id, "data", "no valence/arousal values (task = 'regression' needs them)"))
     if missing:
         table.drop(missing)
-    return table
+    return table, split_of
 
 
 def build_augmentations(cfg: dict | Experiment, registry=None):
@@ -94,7 +101,7 @@ def _prepare(exp: Experiment, registry, progress: bool) -> Prepared:
     plan = build_augmentations(exp, registry)
     cache_dir, features = Path(exp.data.cache_dir), exp.features
     t0 = time.perf_counter()
-    table = load_songs(exp, registry)
+    table, split_of = _load_songs(exp, registry)
     t_data = time.perf_counter() - t0
     warnings = check_overlap(table, exp.data.on_overlap)
     fs, ref = None, None
@@ -106,11 +113,11 @@ def _prepare(exp: Experiment, registry, progress: bool) -> Prepared:
         fs = extract_features(table.songs, features, cache_dir, workers=features.workers or None, progress=progress)
         t_feat = time.perf_counter() - t1
         table.drop(fs.failures)
-        ref = reference_power(fs, features, [s.id for s in table.split("train")])
+        if table.split("train"):
+            ref = reference_power(fs, features, [s.id for s in table.split("train")])
     for split in ("train", "validate", "test"):
         if not table.split(split):
-            raise RunError(f"no usable songs in the {split!r} split "
-                           f"({len(table.failures)} failures; see `merx prepare` for the reasons)")
+            raise RunError(empty_split_message(split, table, split_of))
     variants, t_aug = None, 0.0
     if exp.model.uses_audio and plan.waveform and plan.strategy == "precompute":
         from merx.augment.variants import precompute_audio_variants

@@ -1,11 +1,13 @@
-"""What a long run meets besides bugs: SIGTERM, a killed parent, a full disk.
+"""What a long run meets besides bugs: SIGTERM, a killed parent, a full disk, a split left empty.
 
 Real processes, real signals, real limits: merx runs as ``python -m merx`` in a child process,
 which the tests signal or start under a file-size limit, and whose own children they look up in
 /proc (Linux only)."""
 
+import csv
 import os
 import resource
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -228,3 +230,52 @@ def test_a_full_disk_fails_the_run_without_a_partial_checkpoint_and_keeps_the_da
     assert list(folder.iterdir()) == []  # neither a truncated best.pt nor its temporary file
     with sqlite3.connect(db) as con:
         assert con.execute("pragma integrity_check").fetchall() == [("ok",)]
+
+
+# -- a split with nothing usable says why ----------------------------------------------------------
+
+def test_an_empty_split_lists_its_failures_grouped_with_where_they_are(tmp_path, tiny_bert_dir):
+    from merx.data.synthetic import SyntheticMerge, SyntheticSpec
+
+    generated = SyntheticMerge(tmp_path / "gen", SyntheticSpec(n_songs=24, duration=2.0, min_duration=1.0)).ensure()
+    root = tmp_path / "MERGE_Bimodal_Complete"
+    shutil.copytree(generated, root)
+    with open(root / "merge_bimodal_complete_metadata.csv", newline="") as f:
+        meta = {row["Audio_Song"]: row for row in csv.DictReader(f)}
+    with open(root / "tvt_dataframes" / "tvt_70_15_15" / "tvt_70_15_15_test_bimodal_complete.csv", newline="") as f:
+        test = [row["Song"] for row in csv.DictReader(f)]
+    assert len(test) == 4
+    audio = {sid: root / "audio" / meta[sid]["Quadrant"] / f"{sid}.mp3" for sid in test}
+    audio[test[0]].write_bytes(b"")                                   # the reader refuses it
+    audio[test[1]].write_bytes(b"")
+    audio[test[2]].write_bytes(b"this is not an mp3 file" * 40)       # only decoding finds out
+    lyrics = root / "lyrics" / meta[test[3]]["Quadrant"] / f"{meta[test[3]]['Lyric_Song']}.txt"
+    lyrics.write_bytes(b"\xff\xfe" + lyrics.read_bytes())
+
+    raw = tiny_raw(tiny_bert_dir, Path.cwd() / ".merx" / "cache", task="classification")
+    del raw["name"]
+    raw["data"]["source"] = {"name": "merge", "root": str(root)}
+    exp = tmp_path / "broken.toml"
+    exp.write_text(to_toml(raw))
+    result = CliRunner().invoke(cli, ["prepare", str(exp)])
+    assert result.exit_code == 2, result.output
+    message = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert message.startswith("error: no usable songs in the 'test' split: 4 songs failed"), message
+    folders = sorted({str(p.parent) for p in (audio[test[0]], audio[test[1]])})
+    assert f"2 songs: audio file is empty (in {', '.join(folders)})" in message
+    assert f"1 song: lyrics file is not valid UTF-8 (byte 0: b'\\xff') (in {lyrics.parent})" in message
+    assert "1 song: librosa could not decode the audio: " in message and "'<file>'" in message
+    assert str(audio[test[2]]) not in message.split(" (in ")[0]
+
+
+def test_an_empty_split_whose_songs_all_failed_decoding_says_so():
+    from merx.data.failures import empty_split_message
+    from merx.data.songs import Failure, SongTable
+
+    paths = [f"/data/audio/Q{1 + i % 2}/A{i}.mp3" for i in range(3)]
+    table = SongTable([], [Failure(f"A{i}", "audio", f"cannot decode {p}: bad header", p) for i, p in enumerate(paths)]
+                      + [Failure("B1", "audio", "cannot decode /data/audio/Q1/B1.mp3: bad header", "/x/B1.mp3")])
+    message = empty_split_message("test", table, {"A0": "test", "A1": "test", "A2": "test", "B1": "train"})
+    assert message == ("no usable songs in the 'test' split: all of its 3 songs failed. 3 songs: cannot decode "
+                       "<file>: bad header (in /data/audio/Q1, /data/audio/Q2)")
+    assert "the data source lists none there" in empty_split_message("validate", SongTable([], [], "MERGE at /d"), {})
