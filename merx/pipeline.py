@@ -305,7 +305,11 @@ def run(cfg: dict, file: str | None, store, progress: bool = True, console=None)
     handled SIGTERM before, the process then ends by it (``merx.interrupts.sigterm_as_interrupt``).
     A full disk fails the run with ``DiskFull``; the checkpoint is written atomically, never
     left truncated."""
-    with sigterm_as_interrupt(), disk_full_named():
+    from merx.devices import deterministic_algorithms
+
+    # Deterministic algorithms from the start, not only for the fit: cuBLAS reads its workspace
+    # setting at its first use, which the frozen text encoder makes before training.
+    with sigterm_as_interrupt(), disk_full_named(), deterministic_algorithms(as_experiment(cfg).train.deterministic):
         return _run(cfg, file, store, progress, console)
 
 
@@ -335,8 +339,11 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResu
         store.add_plugins(run_id, [p.provenance() for p in plugins_used(exp, registry)])
         if table.failures:
             store.add_failures(run_id, [f.to_dict() for f in table.failures])
+        store.add_data_notes(run_id, table.notes())
         if console is not None:
-            console.print(f"[bold]run{run_id}[/bold] {exp.name}: "
+            from rich.markup import escape
+
+            console.print(f"[bold]run{run_id}[/bold] {escape(exp.name)}: "
                           + ", ".join(f"{len(table.split(s))} {s}" for s in ("train", "validate", "test"))
                           + f" songs on {device}"
                           + (f"; [yellow]{len(table.failures)} failed[/yellow] (merx show run{run_id})"
@@ -358,6 +365,12 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResu
         trainer = Trainer(model, train_loader, val_loader, train, exp.task, device, on_epoch=on_epoch,
                           progress=progress)
         fit = trainer.fit()
+        if fit.notes:  # e.g. no epoch had a finite monitored value: kept with the run, and said
+            store.update_run(run_id, note="; ".join(fit.notes))
+            if console is not None:
+                from rich.text import Text
+
+                console.print(Text.assemble(("warning: ", "yellow"), "; ".join(fit.notes)))
         ckpt = save_checkpoint({"model": model.state_dict(), "config": cfg, "best_epoch": fit.best_epoch},
                                run_folder(store, run_id) / "best.pt")
         store.update_run(run_id, checkpoint_path=str(ckpt), best_epoch=fit.best_epoch, epochs_run=fit.epochs_run)
