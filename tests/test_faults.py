@@ -130,6 +130,16 @@ def test_sigterm_while_a_run_prepares_features_ends_the_workers_and_records_noth
     assert_all_gone(kids, timeout=5)
 
 
+def test_ctrl_c_during_prepare_is_one_line_exit_130_and_ends_the_workers(tmp_path, tiny_bert_dir):
+    exp = extraction_experiment(tmp_path, tiny_bert_dir)
+    proc, kids = start_with_workers("prepare", exp)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out  # click's own "Aborted!" would exit 1
+    assert "interrupted by Ctrl-C: nothing is recorded" in out and "Traceback" not in out, out
+    assert_all_gone(kids, timeout=5)
+
+
 def test_sigterm_becomes_terminated_once_and_the_previous_handler_comes_back():
     from merx.interrupts import Terminated, sigterm_as_interrupt
 

@@ -115,14 +115,15 @@ def _run(jobs, chain, params, seed, workers, progress, hits) -> None:
                 _compute(*job, chain=chain, params=params, seed=seed)
                 bar.advance(task)
             return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
         from concurrent.futures.process import BrokenProcessPool
 
-        # spawn, as the feature stage does: the parent holds torch threads, which fork can deadlock.
-        # Each worker builds the chain again from its recipe (see merx.augment.chain).
-        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(chain, params, seed)) as pool:
+        from merx.features.workers import process_pool
+
+        # The feature stage's pool: spawned workers that die with this process and are ended at
+        # once by an interrupt. Each worker builds the chain again from its recipe
+        # (see merx.augment.chain).
+        with process_pool(n, _init_worker, (chain, params, seed)) as pool:
             futures = [pool.submit(_compute_in_worker, *job) for job in jobs]
             try:
                 for future in as_completed(futures):
@@ -133,10 +134,6 @@ def _run(jobs, chain, params, seed, workers, progress, hits) -> None:
                     f"an augmentation worker process died ({exc}). Run with features.workers = 1 to see the "
                     "error in this process; a script calling this with workers > 1 needs an "
                     "`if __name__ == '__main__':` guard") from exc
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
 
 
 _WORKER: dict = {}

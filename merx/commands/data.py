@@ -14,11 +14,17 @@ from merx.commands.output import console, plain, print_truth_and_notes
 def prepare_cmd(file, sets):
     """Run the data and feature stages of FILE alone: songs, failures, cached features."""
     from merx.commands.plan import load_config
+    from merx.interrupts import interrupted_error
     from merx.pipeline import prepare
 
     cfg = load_config(file, sets)
     out = console()
-    prepared = prepare(cfg, progress=True)
+    try:
+        prepared = prepare(cfg, progress=True)
+    except KeyboardInterrupt as exc:
+        # prepare records no run; what it finished is in the feature cache and is not redone.
+        raise interrupted_error(exc, "", "nothing is recorded; the features already extracted stay cached, "
+                                         "so running the command again goes on from there") from None
     _print_prepared(out, cfg, prepared)
 
 
