@@ -37,16 +37,15 @@ from merx.compare.scores import (
     metric_table,
     primary_candidates,
     primary_metric,
-    record,
     training_table,
 )
 from merx.compare.subjects import MIN_HASH_PREFIX, Subject, group_label, resolve_subjects, subjects_from_runs
 from merx.errors import CompareError
-from merx.metrics import higher_is_better  # merx/cli.py still takes it from here; new code asks merx.metrics
-from merx.store import format_run_id
+from merx.metrics import metric
+from merx.store.ids import format_run_id
 
 __all__ = ["ALPHA", "CONFIRMATORY", "DEFAULT_TESTED", "MIN_HASH_PREFIX", "CompareError", "Subject", "baseline_table",
-           "compare", "config_differences", "format_summary", "group_label", "higher_is_better", "metric_table",
+           "compare", "config_differences", "format_summary", "group_label", "metric_table",
            "paired_group_test", "paired_run_test", "primary_metric", "provenance_differences", "render",
            "resolve_primary", "resolve_subjects", "song_metric", "subjects_from_runs", "titled_table",
            "training_table"]
@@ -57,7 +56,7 @@ def resolve_primary(primary: str | None, tasks: set[str], first_task: str) -> st
     first subject's task's :data:`CONFIRMATORY` metric."""
     if primary is None:
         return CONFIRMATORY[first_task]
-    rec = record(primary)
+    rec = metric(primary)
     allowed = primary_candidates(tasks)
     if rec is None or rec.name not in allowed:
         known = "" if rec is None else f" ({rec.name} is a {rec.task} metric)" if rec.task != "any" else \

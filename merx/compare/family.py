@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from merx.compare.scores import record
+from merx.metrics import metric as record
 from merx.stats import format_p, holm, plain_p
 
 #: The level every verdict is read at.

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from merx.compare.scores import higher_is_better, record, stored_value
+from merx.compare.scores import stored_value
 from merx.compare.subjects import Subject
 from merx.data.songs import QUADRANTS
-from merx.metrics import classification_metrics, concordance_cc, r2_score
-from merx.store import format_run_id
+from merx.metrics import classification_metrics, concordance_cc, higher_is_better, r2_score
+from merx.metrics import metric as record
+from merx.store.ids import format_run_id
 
 
 def _q(name) -> float:

@@ -4,7 +4,7 @@ baselines, and the training numbers."""
 from __future__ import annotations
 
 from merx.compare.subjects import Subject
-from merx.metrics import PRIMARY, Metric, headline_metrics, metric_names, metrics_for
+from merx.metrics import PRIMARY, headline_metrics, higher_is_better, metric_names, metrics_for
 from merx.metrics import metric as metric_record
 
 #: Metrics tested by default (those a run of the task has).
@@ -16,17 +16,6 @@ DERIVED = {"va_mae": ("valence_mae", "arousal_mae")}
 
 #: The confirmatory metric per task (one home: :data:`merx.metrics.PRIMARY`).
 CONFIRMATORY = PRIMARY
-
-
-def record(name: str) -> Metric | None:
-    """The registry's record of ``name`` (any case, with or without a split prefix); None when
-    merx does not know it."""
-    return metric_record(name)
-
-
-def higher_is_better(name: str) -> bool | None:
-    rec = record(name)
-    return None if rec is None else rec.higher_is_better
 
 
 def primary_candidates(tasks) -> list[str]:
