@@ -368,7 +368,7 @@ def test_a_part_breaking_its_contract_at_run_time_names_its_plugin_and_origin(ti
         with pytest.raises(PluginRuntimeError, match=rf"^fusion 'squeeze' \(merx-squeeze 0.2.0\) "
                                                      rf"returned shape \[{width}\] from forward; expected "
                                                      rf"\[batch, out_dim\] = \[1, {width}\].*merx plugin check "
-                                                     rf"fusions squeeze"):
+                                                     rf"fusion squeeze"):
             model(make_batch(model.text_tower, 1)[0])
 
     class Bare(torch.nn.Module):

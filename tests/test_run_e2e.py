@@ -328,7 +328,7 @@ def test_a_fusion_returning_the_wrong_shape_fails_the_run_with_one_message_namin
     assert len(errors) == 1, result.stderr
     assert "fusion 'lopsided'" in errors[0] and f"(local: {plugin})" in errors[0]
     assert "returned shape [8, 39]" in errors[0] and "[batch, out_dim] = [8, 40]" in errors[0]
-    assert "merx plugin check fusions lopsided" in errors[0]
+    assert "merx plugin check fusion lopsided" in errors[0]
     run = RunStore("results.db").get_run(1)
     assert run["status"] == "failed" and "fusion 'lopsided'" in run["error"] and "PluginRuntimeError" in run["error"]
 
@@ -346,9 +346,9 @@ def test_dry_run_runs_one_forward_pass_and_names_a_plugin_that_fails_in_it(tmp_p
         dry_run(load(exp, ["model.fusion.name=lopsided"]))
     message = str(info.value)
     assert "fusion 'lopsided'" in message and str(plugin) in message and "returned shape [2, 39]" in message
-    assert "merx plugin check fusions lopsided" in message and info.value.exit_code == 1
+    assert "merx plugin check fusion lopsided" in message and info.value.exit_code == 1
     with pytest.raises(PluginRuntimeError, match=r"fusion 'crashing' \(local: .*\) failed in its forward: "
-                                                 r"RuntimeError: .*merx plugin check fusions crashing"):
+                                                 r"RuntimeError: .*merx plugin check fusion crashing"):
         dry_run(load(exp, ["model.fusion.name=crashing"]))
     # No data was read and nothing recorded: the forward pass ran on a generated batch.
     assert not Path("results.db").exists() and not (tmp_path / ".merx").exists()

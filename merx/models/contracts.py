@@ -39,9 +39,10 @@ def failure(plugin: Plugin | None, part: str, module, problem: str) -> PluginRun
     """The error for a part whose code failed: named after its plugin when it came from one."""
     if plugin is None:  # a part put together by hand (notebooks, tests): name its class
         return PluginRuntimeError(f"the {part} ({type(module).__name__}) {problem}")
+    kind = KINDS[plugin.kind]
     return PluginRuntimeError(
-        f"{KINDS[plugin.kind].label} {plugin.name!r} ({plugin.origin_label}) {problem}. "
-        f"This is the plugin's own code; diagnose it with `merx plugin check {plugin.kind} {plugin.name}`")
+        f"{kind.label} {plugin.name!r} ({plugin.origin_label}) {problem}. "
+        f"This is the plugin's own code; diagnose it with `merx plugin check {kind.singular} {plugin.name}`")
 
 
 @contextlib.contextmanager
