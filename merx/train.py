@@ -289,51 +289,94 @@ class Trainer:
                 self.model.load_state_dict(self.best_state)
 
     def train_one_epoch(self, epoch: int, bar: Progress | None = None, task_id=None) -> dict[str, float]:
-        """One pass over the training data; returns train_loss and the gradient-norm statistics."""
+        """One pass over the training data; returns train_loss and the gradient-norm statistics.
+
+        No step reads a value back to the host: on an asynchronous device (CUDA, MPS) each
+        ``.item()`` would make the CPU wait for the GPU to drain its queue before it can launch
+        the next step's kernels. Each step's loss and gradient norm stay on the device and are
+        read once, after the last step (:meth:`_epoch_metrics`), which also raises
+        ``TrainingDiverged`` naming the first step whose loss or norm was not finite. Until then
+        the weights are protected on the device (:meth:`_train_step`)."""
+        self.model.train()
+        # Every step so far had a finite loss (and norm): a device tensor, so checking it needs no sync.
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        # The weights before the current step, to put back after a non-finite one (see _train_step).
+        before = [torch.empty_like(p) for p in self.params]
+        steps, sizes = [], []
+        for batch in self.train_loader:
+            batch = to_device(batch, self.device)
+            values, finite = self._train_step(batch, finite, before)
+            steps.append(values)
+            sizes.append(len(batch["target"]))  # the shape is known on the host: no sync
+            if bar is not None:  # no running loss on the bar: printing it would be a sync per step
+                bar.update(task_id, advance=1)
+        if not steps:
+            raise ValueError("the training loader yielded no batches (is the training split empty?)")
+        return self._epoch_metrics(epoch, torch.stack(steps).tolist(), sizes)  # the epoch's one read
+
+    def _train_step(self, batch: dict, finite: torch.Tensor, before: list[torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, backward, clip and optimizer step on one batch, without a host sync.
+
+        Returns device tensors only: ``[loss, gradient norm before clipping]`` and the updated
+        all-steps-finite flag. A step whose loss (or, without loss scaling, gradient norm) is not
+        finite must not change the weights, and neither may any later step of the epoch, so that
+        when :meth:`_epoch_metrics` raises, the model holds the weights from before the first bad
+        step (as when the loop stopped right there). Deciding that on the host would be a sync,
+        and zeroing the gradients would not do: NaN * 0 is NaN, and Adam moves the weights by its
+        momentum (and weight decay) even on a zero gradient. So the weights are copied before
+        the optimizer step and put back with ``torch.where`` on the flag: one copy and one select
+        over the trainable parameters per step, whatever the optimizer. The optimizer's own state
+        may take NaN from a bad step; nothing steps with it again, since the epoch then ends in
+        ``TrainingDiverged``. Buffers (BatchNorm statistics) are not protected; as before, the
+        fit puts back the best epoch's whole state when a divergence ends it."""
         model, optimizer, scaler = self.model, self.optimizer, self.scaler
         max_norm = self.settings.grad_clip or math.inf  # 0 = off; clipping at inf just measures the norm
-        model.train()
-        loss_sum, seen, pre_norms, post_norms = 0.0, 0, [], []
-        for step, batch in enumerate(self.train_loader, start=1):
-            batch = to_device(batch, self.device)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                output = model(batch)
-            loss = loss_fn(self.task, output, batch["target"])
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(epoch, step, "training loss", loss_value)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            output = model(batch)
+        loss = loss_fn(self.task, output, batch["target"])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip and measure the true gradients, not the scaled ones
+        # A device tensor (error_if_nonfinite would read it on the host); NaN/inf when the gradient is.
+        pre = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        ok = torch.isfinite(loss)
+        if not scaler.is_enabled():  # with fp16 scaling an overflowing gradient just skips the step
+            ok = ok & torch.isfinite(pre)
+        finite = finite & ok
+        with torch.no_grad():
+            torch._foreach_copy_(before, self.params)
+        # With fp16 loss scaling, scaler.step reads its overflow flag on the host (torch's own
+        # sync, one per step, for optimizers that are not fused); bf16 and fp32 have no scaler.
+        scaler.step(optimizer)
+        scaler.update()
+        with torch.no_grad():
+            for p, old in zip(self.params, before, strict=True):
+                torch.where(finite, p, old, out=p)
+        return torch.stack([loss.detach(), pre.detach().to(loss.dtype)]), finite
 
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)  # clip and measure the true gradients, not the scaled ones
-            pre = torch.nn.utils.clip_grad_norm_(self.params, max_norm).item()
-            if math.isfinite(pre):
-                pre_norms.append(pre)
-                post_norms.append(_grad_norm(self.params))
-            elif not scaler.is_enabled():  # with fp16 scaling an overflow just skips the step
+    def _epoch_metrics(self, epoch: int, steps: list[list[float]], sizes: list[int]) -> dict[str, float]:
+        """The epoch's metrics from each step's ``[loss, pre-clip norm]`` (read once, on the host).
+
+        Raises ``TrainingDiverged`` for the first step whose loss (or, without loss scaling,
+        gradient norm) is not finite. The post-clip norm is derived, not measured again:
+        ``clip_grad_norm_`` scales the gradients by ``min(1, max_norm / (norm + 1e-6))``."""
+        scaled = self.scaler.is_enabled()
+        for step, (loss, pre) in enumerate(steps, start=1):
+            if not math.isfinite(loss):
+                raise TrainingDiverged(epoch, step, "training loss", loss)
+            if not scaled and not math.isfinite(pre):
                 raise TrainingDiverged(epoch, step, "gradient norm", pre)
-            scaler.step(optimizer)
-            scaler.update()
-
-            n = len(batch["target"])
-            loss_sum, seen = loss_sum + loss_value * n, seen + n
-            if bar is not None:
-                bar.update(task_id, advance=1, info=f"loss {loss_sum / seen:.4f}")
-        if seen == 0:
-            raise ValueError("the training loader yielded no batches (is the training split empty?)")
+        max_norm = self.settings.grad_clip or math.inf
+        pre_norms = [pre for _, pre in steps if math.isfinite(pre)]  # fp16 overflow steps were skipped
+        post_norms = [pre * min(1.0, max_norm / (pre + 1e-6)) for pre in pre_norms]
         return {
-            "train_loss": loss_sum / seen,
+            "train_loss": sum(loss * n for (loss, _), n in zip(steps, sizes, strict=True)) / sum(sizes),
             "grad_norm_pre_clip": float(np.mean(pre_norms)) if pre_norms else math.nan,
             "grad_norm_pre_clip_max": max(pre_norms, default=math.nan),
             "grad_norm_post_clip": float(np.mean(post_norms)) if post_norms else math.nan,
             "grad_norm_post_clip_max": max(post_norms, default=math.nan),
         }
-
-
-def _grad_norm(params) -> float:
-    """The L2 norm of all gradients together, as clip_grad_norm_ measures it."""
-    norms = [torch.linalg.vector_norm(p.grad.detach()) for p in params if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(norms)).item() if norms else 0.0
 
 
 def _length(loader) -> int | None:
