@@ -353,7 +353,8 @@ class Trainer:
         with torch.no_grad():
             for p, old in zip(self.params, before, strict=True):
                 torch.where(finite, p, old, out=p)
-        return torch.stack([loss.detach(), pre.detach().to(loss.dtype)]), finite
+        # (clip_grad_norm_ returns a CPU zero when no parameter has a gradient: hence the device.)
+        return torch.stack([loss.detach(), pre.detach().to(loss.device, loss.dtype)]), finite
 
     def _epoch_metrics(self, epoch: int, steps: list[list[float]], sizes: list[int]) -> dict[str, float]:
         """The epoch's metrics from each step's ``[loss, pre-clip norm]`` (read once, on the host).
