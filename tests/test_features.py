@@ -258,3 +258,83 @@ def test_numba_cache_dir_is_set_only_when_the_user_has_not(tmp_path, monkeypatch
     monkeypatch.delenv("NUMBA_CACHE_DIR")
     extract_features([], cfg(), tmp_path / "cache", progress=False)
     assert os.environ["NUMBA_CACHE_DIR"] == str((tmp_path / "cache" / "numba").resolve())
+
+
+# -- pools: threads, chunked processes, the default count -------------------------------------------
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_threads_and_chunked_processes_write_the_same_bytes_and_failures_as_one_after_another(tmp_path):
+    """Each pool against the plain loop: same cached bytes, same per-song failures and reasons.
+
+    9 files to extract in 2 processes go out as chunks of 2 songs (about 4 tasks per worker), so
+    a chunk holds a corrupt file next to a good one; one file is at 11,025 Hz (soxr resamples)."""
+    corrupt = tmp_path / "corrupt.mp3"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(6000))
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    songs = [song(f"s{i}", write(tmp_path / (f"s{i}.mp3" if i % 2 else f"s{i}.wav"), noise(1 + i / 8, seed=i)))
+             for i in range(6)]
+    songs[3:3] = [song("corrupt", str(corrupt)), song("empty", str(empty))]
+    songs.append(song("resampled", write(tmp_path / "r.wav", noise(1.2, seed=7)[:8000], sr=11025)))
+    songs.append(song("twin", songs[0].audio_path))  # the same audio: one job, two songs
+    songs.append(song("missing", str(tmp_path / "missing.wav")))
+    blas_before = _blas_threads()
+
+    runs = {(w, pool): extract_features(songs, cfg(), tmp_path / f"c-{w}-{pool}", workers=w, progress=False,
+                                        pool=pool)
+            for w, pool in [(1, None), (2, "threads"), (0, "threads"), (2, "processes")]}
+    serial = runs[(1, None)]
+    assert serial.computed == 8 and {f.song_id for f in serial.failures} == {"corrupt", "empty", "missing"}
+    for key, fs in runs.items():
+        assert (fs.computed, fs.hits) == (serial.computed, serial.hits), key
+        assert [(f.song_id, f.reason, f.path) for f in fs.failures] == \
+            [(f.song_id, f.reason, f.path) for f in serial.failures], key
+        assert set(fs.paths) == set(serial.paths)
+        for sid, path in fs.paths.items():
+            assert path.name == serial.paths[sid].name
+            assert path.read_bytes() == serial.paths[sid].read_bytes(), (key, sid)
+    assert _blas_threads() == blas_before  # one BLAS thread only while extracting
+
+
+def test_process_workers_run_blas_at_one_thread():
+    from merx.features.workers import process_pool
+
+    with process_pool(2) as pool:
+        assert pool.submit(os.getenv, "OPENBLAS_NUM_THREADS").result() == "1"
+        assert set(pool.submit(_blas_threads).result()) == {1}
+
+
+def test_default_pool_is_threads_never_more_than_songs_or_the_cap(monkeypatch):
+    import merx.features.workers as workers
+    from merx.features.mel import MAX_AUTO_THREADS, _plan
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 64)
+    assert _plan(3, 0) == ("threads", 3)
+    assert _plan(1, 0) == ("threads", 1)
+    assert _plan(10_000, 0) == ("threads", MAX_AUTO_THREADS)
+    assert _plan(10_000, 0, "processes") == ("processes", 64)
+    assert _plan(3, 8) == ("processes", 3)  # an explicit count keeps meaning processes, never idle ones
+    assert _plan(3, 8, "threads") == ("threads", 3)
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    assert _plan(400, 0) == ("threads", 2)
+    for jobs in range(0, 40):
+        for w in (0, 1, 2, 5, 100):
+            kind, n = _plan(jobs, w)
+            assert 1 <= n <= max(1, jobs)
+    with pytest.raises(ValueError, match="workers"):
+        _plan(3, -1)
+    with pytest.raises(ValueError, match="pool"):
+        _plan(3, 0, "fibers")
+
+
+def test_usable_cores_is_this_process_s_affinity_not_the_machine_s():
+    from merx.features.workers import usable_cores
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    assert usable_cores() == len(os.sched_getaffinity(0))

@@ -134,7 +134,8 @@ SCHEMA: dict[str, Any] = {
                     "padding uses the floor.", gt=0),
         "crop": F(str, "middle", "Which frames of a longer clip to keep; 'random' draws a fresh crop "
                   "each epoch in training (middle in evaluation).", ("head", "middle", "max_energy", "random")),
-        "workers": F(int, 0, "Processes for feature extraction; 0 = one per CPU core.", ge=0),
+        "workers": F(int, 0, "Feature extraction: 0 = automatic (threads in this process, one per usable core, "
+                     "at most 16); 1 = one song after another; N > 1 = N worker processes.", ge=0),
     },
     "model": {
         "modalities": F(str, "both", "Use both towers, or one alone for ablations.",

@@ -2,9 +2,10 @@
 
 Public API::
 
-    extract_features(songs, features, cache_dir, workers=None, progress=True) -> FeatureSet
+    extract_features(songs, features, cache_dir, workers=None, progress=True, pool=None) -> FeatureSet
         Decode every song's audio (librosa, mono, resampled) and cache its full-length float32
-        POWER mel spectrogram; failures are recorded per song, the rest go on.
+        POWER mel spectrogram; failures are recorded per song, the rest go on. By default in a
+        pool of threads, one per usable core.
     FeatureSet.load_power(song_id) -> np.ndarray [n_mels, frames]
     to_db(power, ref_power, top_db) -> np.ndarray
         10*log10(power / ref_power), clipped below at -top_db (a floor fixed relative to the
@@ -76,16 +77,22 @@ class FeatureSet:
 # -- extraction -----------------------------------------------------------------------------
 
 def extract_features(songs: list[Song], features: FeatureSettings, cache_dir: str | os.PathLike,
-                     workers: int | None = None, progress: bool = True) -> FeatureSet:
+                     workers: int | None = None, progress: bool = True, pool: str | None = None) -> FeatureSet:
     """Cache the power mel spectrogram of every song's audio; return where each one is.
 
     A song whose audio cannot be read or decoded, or decodes to no samples, becomes a
     ``Failure(stage="audio")`` with the library's error; the others go on. Files already in the
     cache (same audio bytes, same extraction settings, file loads) are not recomputed.
-    ``workers``: processes (``None`` = ``features.workers``; 0 = one per CPU core; 1 =
-    in this process). Workers are spawned (not forked), so a script calling this with workers > 1
-    needs the usual ``if __name__ == "__main__":`` guard. ``progress`` shows a bar on stderr."""
-    workers = _resolve_workers(features.workers if workers is None else workers)
+    ``workers`` (``None`` = ``features.workers``): 0 = automatic, a pool of threads in this
+    process, one per usable core (at most ``MAX_AUTO_THREADS``); 1 = in this process, one song
+    after another; N > 1 = N spawned worker processes. Never more threads or processes than
+    songs to extract. ``pool`` = "threads" or "processes" overrides that choice of kind (see
+    ``_plan``). Processes are spawned (not forked), so a script calling this with them needs the
+    usual ``if __name__ == "__main__":`` guard. ``progress`` shows a bar on stderr.
+
+    Every path writes the same bytes: the same librosa calls, with BLAS at one thread."""
+    workers = features.workers if workers is None else workers
+    _check_workers(workers, pool)
     cache_dir = Path(cache_dir).resolve()
     _use_numba_cache(cache_dir)
     folder = mel_dir(cache_dir, features)
@@ -119,7 +126,7 @@ def extract_features(songs: list[Song], features: FeatureSettings, cache_dir: st
     computed = 0
     # closing: an interrupt between two results must end the workers now, not when the generator
     # is garbage-collected.
-    with contextlib.closing(_run(jobs, params, workers, progress, hits)) as results:
+    with contextlib.closing(_run(jobs, params, *_plan(len(jobs), workers, pool), progress, hits)) as results:
         for target, reason in results:
             audio_path, sharing = jobs[target]
             for song in sharing:
@@ -146,13 +153,45 @@ def _use_numba_cache(cache_dir: Path) -> None:
         os.environ["NUMBA_CACHE_DIR"] = str(folder)
 
 
-def _resolve_workers(workers: int) -> int:
+#: The most threads ``workers = 0`` starts. librosa's heavy calls (soundfile's decoding, soxr's
+#: resampling, scipy's FFT, the mel filters' matrix product) release the GIL: while one runs,
+#: another thread gets the GIL within 1.5 ms (benchmarks/README.md). What holds it (librosa's
+#: Python between those calls, small numpy steps) bounds the speed-up; 2 threads gave ~1.9x on
+#: 2 cores, and counts past that are unmeasured, hence a cap rather than every core.
+MAX_AUTO_THREADS = 16
+#: Songs per task sent to a worker process, at most: one task per song costs a round trip through
+#: the pool's queues each; far bigger tasks would make the progress bar jump and the last task
+#: finish alone.
+MAX_CHUNK = 16
+
+
+def _check_workers(workers: int, pool: str | None) -> None:
     if workers < 0:
-        raise ValueError(f"workers must be 0 (one per CPU core) or more, got {workers}")
-    return workers or os.cpu_count() or 1
+        raise ValueError(f"workers must be 0 (automatic) or more, got {workers}")
+    if pool not in (None, "threads", "processes"):
+        raise ValueError(f"pool must be 'threads' or 'processes', got {pool!r}")
 
 
-def _run(jobs: dict, params: dict, workers: int, progress: bool, hits: int):
+def _plan(jobs: int, workers: int, pool: str | None = None) -> tuple[str, int]:
+    """``(kind, count)`` for extracting ``jobs`` files: kind "threads" or "processes"; count 1
+    means in this thread, whatever the kind.
+
+    ``workers = 0`` picks threads: one librosa import, one numba JIT (17 s on a cold cache) and
+    no spawned interpreters (2 s each, librosa loaded), where a process per core used to pay all
+    of it per process. An explicit count keeps meaning processes (``features.workers`` is
+    documented as such), the choice where the GIL would limit threads, e.g. long clips on many
+    cores. Never more than ``jobs``: threads or processes with nothing to do only cost."""
+    from merx.features.workers import usable_cores
+
+    _check_workers(workers, pool)
+    kind = pool or ("threads" if workers == 0 else "processes")
+    count = workers or usable_cores()
+    if kind == "threads" and not workers:
+        count = min(count, MAX_AUTO_THREADS)
+    return kind, max(1, min(count, jobs))
+
+
+def _run(jobs: dict, params: dict, kind: str, n: int, progress: bool, hits: int):
     """Yield ``(cache file, failure reason or None)`` for each job, as they finish."""
     if not jobs:
         return
@@ -166,54 +205,124 @@ def _run(jobs: dict, params: dict, workers: int, progress: bool, hits: int):
         TimeRemainingColumn,
     )
 
-    n = min(workers, len(jobs))
+    from merx.features.workers import one_blas_thread
+
+    # librosa compiles (cold numba cache) or loads its JIT functions here, once, before any
+    # worker: threads then share them, and spawned processes find them in NUMBA_CACHE_DIR
+    # instead of each compiling the same functions at the same time.
+    _load_librosa()
+    who = "in this process" if n <= 1 else f"{n} {kind}"
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), console=Console(stderr=True), disable=not progress)
     with bar:
-        task = bar.add_task(f"mel spectrograms ({hits} cached, {n} worker{'s' if n > 1 else ''})",
-                            total=len(jobs))
-        if n <= 1:
-            for target, (audio_path, _) in jobs.items():
-                yield target, _compute(audio_path, str(target), params)
-                bar.advance(task)
+        task = bar.add_task(f"mel spectrograms ({hits} cached, {who})", total=len(jobs))
+        if kind == "processes" and n > 1:
+            # Processes set their own BLAS threads and warnings (merx.features.workers, _init_worker).
+            with contextlib.closing(_in_processes(jobs, params, n)) as results:
+                for target, reason in results:
+                    yield target, reason
+                    bar.advance(task)
             return
-        from concurrent.futures import as_completed
-        from concurrent.futures.process import BrokenProcessPool
+        # Threads and the plain loop: BLAS at one thread (n threads already use n cores, and the
+        # bytes must not depend on the path), decoder warnings silenced once for all threads
+        # (warnings.catch_warnings is not thread-safe).
+        with one_blas_thread(), _quiet_decoders():
+            if n <= 1:
+                for target, (audio_path, _) in jobs.items():
+                    yield target, _compute(audio_path, str(target), params)
+                    bar.advance(task)
+                return
+            with contextlib.closing(_in_threads(jobs, params, n)) as results:
+                for target, reason in results:
+                    yield target, reason
+                    bar.advance(task)
 
-        from merx.features.workers import process_pool
 
-        # Spawned workers each import librosa themselves (after NUMBA_CACHE_DIR is set, inherited
-        # via the environment); they watch this process, so none outlives it (merx.features.workers).
-        with process_pool(n) as pool:
-            futures = {pool.submit(_compute, audio_path, str(target), params): target
-                       for target, (audio_path, _) in jobs.items()}
-            for future in as_completed(futures):
-                try:
-                    reason = future.result()
-                except BrokenProcessPool as exc:
-                    # Not one song's fault as a rule (a worker that cannot start breaks them all):
-                    # stop loudly; what finished is cached, so a rerun only does the rest.
-                    raise RuntimeError(
-                        f"a feature extraction worker process died ({exc}). Run with features.workers = 1 "
-                        "to see the error in this process; a script that calls extract_features with "
-                        "workers > 1 needs an `if __name__ == '__main__':` guard") from exc
-                yield futures[future], reason
-                bar.advance(task)
+def _in_threads(jobs: dict, params: dict, n: int):
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    pool = ThreadPoolExecutor(n, thread_name_prefix="merx-mel")
+    try:
+        futures = {pool.submit(_compute, audio_path, str(target), params): target
+                   for target, (audio_path, _) in jobs.items()}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        # After an interrupt or an error: the songs not started are dropped; a thread cannot be
+        # stopped, so each running one finishes its song (cached, written atomically) first.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_processes(jobs: dict, params: dict, n: int):
+    from concurrent.futures import as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    from merx.features.workers import process_pool
+
+    items = [(audio_path, target) for target, (audio_path, _) in jobs.items()]
+    size = max(1, min(MAX_CHUNK, -(-len(items) // (4 * n))))  # about 4 tasks per worker balance the load
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    # Spawned workers load librosa from the numba cache the parent filled (NUMBA_CACHE_DIR is
+    # inherited); they watch this process, so none outlives it (merx.features.workers).
+    with process_pool(n, _init_worker) as pool:
+        futures = {pool.submit(_compute_chunk, [(a, str(t)) for a, t in chunk], params): chunk for chunk in chunks}
+        for future in as_completed(futures):
+            try:
+                reasons = future.result()
+            except BrokenProcessPool as exc:
+                # Not one song's fault as a rule (a worker that cannot start breaks them all):
+                # stop loudly; what finished is cached, so a rerun only does the rest.
+                raise RuntimeError(
+                    f"a feature extraction worker process died ({exc}). Run with features.workers = 1 "
+                    "to see the error in this process; a script that calls extract_features with "
+                    "workers > 1 needs an `if __name__ == '__main__':` guard") from exc
+            for (_, target), reason in zip(futures[future], reasons, strict=True):
+                yield target, reason
+
+
+def _load_librosa() -> None:
+    """Import what ``_compute`` uses (librosa compiles its numba functions on import)."""
+    import librosa
+
+    librosa.load, librosa.feature.melspectrogram  # noqa: B018  (lazy modules: the attributes import them)
+
+
+def _init_worker() -> None:
+    """A worker process: librosa loaded and decoder warnings silenced before its first task."""
+    _load_librosa()
+    _silence_decoders()  # for the worker's whole life: it runs nothing else
+
+
+def _compute_chunk(items: list[tuple[str, str]], params: dict) -> list[str | None]:
+    """``_compute`` for each ``(audio path, cache file)``; the failure reasons in that order."""
+    return [_compute(audio_path, out_path, params) for audio_path, out_path in items]
+
+
+@contextlib.contextmanager
+def _quiet_decoders():
+    """Decoder warnings silenced while the block runs (the warnings filters are global: enter
+    it once around all threads, since ``warnings.catch_warnings`` is not thread-safe)."""
+    with warnings.catch_warnings():
+        _silence_decoders()
+        yield
+
+
+def _silence_decoders() -> None:
+    """librosa announces its soundfile -> audioread fallback; a failure's reason says it all."""
+    warnings.filterwarnings("ignore", message="PySoundFile failed")
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r"[\s\S]*audioread")
 
 
 def _compute(audio_path: str, out_path: str, params: dict) -> str | None:
     """Decode one file and cache its power mel spectrogram; return a failure reason or None.
 
-    Runs in worker processes. Only decoding problems become failures: an error while computing
-    or writing (disk full, cache not writable) is raised, since it would hit every song."""
+    Runs in this process, its threads or worker processes, inside ``_quiet_decoders``. Only
+    decoding problems become failures: an error while computing or writing (disk full, cache
+    not writable) is raised, since it would hit every song."""
     import librosa
 
     try:
-        with warnings.catch_warnings():
-            # librosa announces its soundfile -> audioread fallback; the reason below says it all.
-            warnings.filterwarnings("ignore", message="PySoundFile failed")
-            warnings.filterwarnings("ignore", category=FutureWarning, message=r"[\s\S]*audioread")
-            y, sr = librosa.load(audio_path, sr=params["sample_rate"], mono=True)
+        y, sr = librosa.load(audio_path, sr=params["sample_rate"], mono=True)
     except Exception as exc:
         return _decode_reason(audio_path, exc)
     if y.size == 0:
