@@ -154,10 +154,10 @@ def _use_numba_cache(cache_dir: Path) -> None:
 
 
 #: The most threads ``workers = 0`` starts. librosa's heavy calls (soundfile's decoding, soxr's
-#: resampling, scipy's FFT, the mel filters' matrix product) release the GIL: while one runs,
-#: another thread gets the GIL within 1.5 ms (benchmarks/README.md). What holds it (librosa's
-#: Python between those calls, small numpy steps) bounds the speed-up; 2 threads gave ~1.9x on
-#: 2 cores, and counts past that are unmeasured, hence a cap rather than every core.
+#: resampling, scipy's FFT, the mel filters' matrix product) release the GIL; what holds it
+#: (librosa's Python between them, small numpy steps) bounds the speed-up. On 2 free cores 2
+#: threads extract 1.6-1.7x (8-s clips) to 1.8x (30-s clips) as fast as one (benchmarks/README.md);
+#: counts past 2 are unmeasured, hence a cap rather than every core of a big machine.
 MAX_AUTO_THREADS = 16
 #: Songs per task sent to a worker process, at most: one task per song costs a round trip through
 #: the pool's queues each; far bigger tasks would make the progress bar jump and the last task
@@ -176,11 +176,12 @@ def _plan(jobs: int, workers: int, pool: str | None = None) -> tuple[str, int]:
     """``(kind, count)`` for extracting ``jobs`` files: kind "threads" or "processes"; count 1
     means in this thread, whatever the kind.
 
-    ``workers = 0`` picks threads: one librosa import, one numba JIT (17 s on a cold cache) and
+    ``workers = 0`` picks threads: one librosa import, one numba JIT (about 16 s on a cold cache) and
     no spawned interpreters (2 s each, librosa loaded), where a process per core used to pay all
     of it per process. An explicit count keeps meaning processes (``features.workers`` is
     documented as such), the choice where the GIL would limit threads, e.g. long clips on many
-    cores. Never more than ``jobs``: threads or processes with nothing to do only cost."""
+    cores, or where other jobs hold the cores (a thread descheduled while holding the GIL stalls
+    the rest; benchmarks/README.md). Never more than ``jobs``: idle threads or processes only cost."""
     from merx.features.workers import usable_cores
 
     _check_workers(workers, pool)
