@@ -369,3 +369,17 @@ def test_data_notes_are_recorded_and_read_back_and_reach_databases_made_before_t
     assert [(n["kind"], n["song_id"]) for n in notes] == [("in_hole", "A1"), ("in_hole", "A3"),
                                                           ("label_disagrees", "A2")]
     assert notes[2]["detail"] == "label Q1, V/A (0.2, 0.9) imply Q2"
+
+
+def test_an_unfinished_run_counts_the_epochs_it_recorded_not_the_callers_count(tmp_path):
+    # A signal between recording an epoch and counting it leaves the caller one behind.
+    store = RunStore(tmp_path / "r.db", write=True)
+    run_id = start(store)
+    for epoch in (1, 2, 3):
+        store.add_epoch(run_id, epoch, {"train_loss": 1.0 / epoch})
+    store.finish_run(run_id, "interrupted", error="SIGTERM", epochs_run=2)
+    assert store.get_run(run_id)["epochs_run"] == 3
+    done = start(store, seed=1)
+    store.add_epoch(done, 1, {"train_loss": 1.0})
+    store.finish_run(done, "completed", epochs_run=1)
+    assert store.get_run(done)["epochs_run"] == 1

@@ -266,6 +266,12 @@ class RunStore(ResultsDatabase):
                 values = {"status": status, "ended_at": iso(ended),
                           "wall_seconds": round((ended - started).total_seconds(), 3)}
                 values.update({k: v for k, v in optional.items() if v is not None})
+                if status != "completed":
+                    # What is recorded is the truth of an unfinished run: the caller's count can lag
+                    # one epoch behind when a signal lands between recording an epoch and counting it.
+                    recorded = conn.execute(sa.select(sa.func.max(t.epochs.c.epoch))
+                                            .where(t.epochs.c.run_id == run_id)).scalar()
+                    values["epochs_run"] = int(recorded or 0)
                 self._set_run(conn, run_id, values)
             self._pending.written(written)
 
