@@ -51,3 +51,29 @@ def tiny_bert_dir(tmp_path_factory):
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the whole session (``tests/postgres_server.py``), stopped at
+    its end. Skips only where no PostgreSQL binaries are installed."""
+    from postgres_server import PostgresServer, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the session's PostgreSQL server, per test:
+    ``postgresql+psycopg://postgres@/merx_test_...?host=SOCKDIR&port=5432``."""
+    name = postgres_server.new_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
