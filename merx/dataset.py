@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from merx.augment.seeding import generator, pick
+from merx.augment.seeding import epoch_seed, generator, pick
 from merx.data.songs import QUADRANTS
 from merx.errors import PluginRuntimeError
 
@@ -79,15 +79,22 @@ class SongDataset(Dataset):
 class EpochLoader:
     """A DataLoader that tells its dataset which epoch it is serving (for seeded random draws).
 
+    ``epoch`` is the last epoch served; each iteration serves ``epoch + 1``. The loader's
+    generator (its shuffle order and its workers' base seed) is reseeded from (seed, epoch) at
+    the start of every epoch, so epoch ``e``'s order is a function of (seed, e) alone: a resumed
+    run sets ``epoch = k`` and its epoch ``k + 1`` has the draws of an uninterrupted run.
     Workers are re-created each epoch (persistent_workers off), so they see the new epoch."""
 
-    def __init__(self, loader: DataLoader):
+    def __init__(self, loader: DataLoader, seed: int | None = None):
         self.loader = loader
         self.dataset = loader.dataset
+        self.seed = seed
         self.epoch = 0
 
     def __iter__(self):
         self.epoch += 1
+        if self.seed is not None and self.loader.generator is not None:
+            self.loader.generator.manual_seed(epoch_seed(self.seed, "shuffle", self.epoch))
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
         try:
@@ -103,8 +110,7 @@ class EpochLoader:
 
 def make_loader(dataset: SongDataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
                 worker_init_fn=None):
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+    """An :class:`EpochLoader` whose order in epoch ``e`` depends on (seed, e) only."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                        generator=generator, worker_init_fn=worker_init_fn, drop_last=False)
-    return EpochLoader(loader)
+                        generator=torch.Generator(), worker_init_fn=worker_init_fn, drop_last=False)
+    return EpochLoader(loader, seed)

@@ -1,6 +1,6 @@
 """Where every random draw of an augmentation comes from: one generator per (seed, stream, step, song).
 
-``step`` is the epoch for draws made while training (the random crop, SpecAugment masks,
+``step`` is the epoch for draws made while training (the training order, the random crop, SpecAugment masks,
 on-the-fly waveform transforms, the pick of a precomputed variant) and the variant index for
 draws made ahead of training (precomputed waveform and text variants). ``stream`` keeps the
 kinds of draws apart, so that adding a time mask never changes which crop a song gets.
@@ -30,6 +30,7 @@ STREAMS = {
     "text": 3,
     "audio_variant": 4,
     "text_variant": 5,
+    "shuffle": 6,
 }
 
 _MASK64 = (1 << 64) - 1
@@ -47,6 +48,17 @@ def generator(seed: int, stream: str, step: int, song_id: str) -> np.random.Gene
     except KeyError:
         raise ValueError(f"unknown random stream {stream!r}; streams: {', '.join(STREAMS)}") from None
     return np.random.default_rng([int(seed) & _MASK64, code, int(step) & _MASK64, song_key(song_id)])
+
+
+def epoch_seed(seed: int, stream: str, epoch: int) -> int:
+    """A 63-bit seed for draws shared by a whole epoch (the training order), from (seed, epoch) only.
+
+    For a ``torch.Generator`` (which takes one int), so that epoch ``e``'s order never depends
+    on how many epochs were drawn before it: a resumed run continues with the same orders."""
+    if stream not in STREAMS:
+        raise ValueError(f"unknown random stream {stream!r}; streams: {', '.join(STREAMS)}")
+    rng = np.random.default_rng([int(seed) & _MASK64, STREAMS[stream], int(epoch) & _MASK64])
+    return int(rng.integers(2**63))
 
 
 def pick(seed: int, stream: str, epoch: int, song_id: str, n: int) -> int:
