@@ -1,8 +1,10 @@
-"""The results store on real SQLite files: every table, migrations, several writing processes."""
+"""The results store on real SQLite files and a real PostgreSQL server (the ``any_db`` fixture):
+every table, migrations, several writing processes."""
 
 import math
 import multiprocessing
 import os
+import re
 import sqlite3
 
 import pytest
@@ -75,8 +77,8 @@ def test_not_a_database_gives_a_clear_error(tmp_path):
 
 # -- every table round trip ---------------------------------------------------------------------
 
-def test_round_trip_of_every_table(tmp_path):
-    store = RunStore(tmp_path / "r.db")
+def test_round_trip_of_every_table(any_db):
+    store = RunStore(any_db)
     run_id = start(store)
     assert run_id == 1
     store.add_plugins(run_id, [
@@ -98,7 +100,7 @@ def test_round_trip_of_every_table(tmp_path):
     store.update_run(run_id, note="looks fine", tags=["smoke", "rerun"])
     store.finish_run(run_id, "completed", best_epoch=3, epochs_run=3, checkpoint_path="runs/run1/best.pt")
 
-    run = RunStore(tmp_path / "r.db").get_run("run1")  # a fresh store reads what the first wrote
+    run = RunStore(any_db).get_run("run1")  # a fresh store reads what the first wrote
     assert run["name"] == "run1" and run["experiment"] == "exp"
     assert run["experiment_file"] == "experiments/exp.toml" and run["description"] == "a test"
     assert run["config"] == {"name": "exp", "seed": 0, "train": {"lr": {"audio": 1e-3}}}
@@ -126,9 +128,9 @@ def test_round_trip_of_every_table(tmp_path):
     assert store.get_predictions(run_id, split="validate") == []
 
 
-def test_nan_and_inf_are_stored_as_null_and_non_numbers_rejected(tmp_path):
+def test_nan_and_inf_are_stored_as_null_and_non_numbers_rejected(any_db):
     np = pytest.importorskip("numpy")
-    store = RunStore(tmp_path / "r.db")
+    store = RunStore(any_db)
     run_id = start(store)
     store.add_epoch(run_id, 1, {"train_loss": float("nan"), "val_loss": float("inf"),
                                 "grad_norm_pre_clip": np.float32(2.5)})
@@ -147,8 +149,8 @@ def test_nan_and_inf_are_stored_as_null_and_non_numbers_rejected(tmp_path):
     assert 2 not in store.get_run(run_id)["epochs"]  # the bad epoch wrote nothing
 
 
-def test_mistakes_in_writes_are_named(tmp_path):
-    store = RunStore(tmp_path / "r.db")
+def test_mistakes_in_writes_are_named(any_db):
+    store = RunStore(any_db)
     run_id = start(store)
     store.add_epoch(run_id, 1, {"train_loss": 0.5})
     with pytest.raises(StoreError, match="epoch 1 is already recorded"):
@@ -167,18 +169,20 @@ def test_mistakes_in_writes_are_named(tmp_path):
             write()
 
 
-def test_failed_run_keeps_its_error_and_unset_fields(tmp_path):
-    store = RunStore(tmp_path / "r.db")
+def test_failed_run_keeps_its_error_and_unset_fields(any_db):
+    store = RunStore(any_db)
     run_id = start(store)
     store.update_run(run_id, best_epoch=4)
+    for epoch in range(1, 6):
+        store.add_epoch(run_id, epoch, {"train_loss": 1.0})
     store.finish_run(run_id, "failed", error="RuntimeError: CUDA out of memory", epochs_run=5)
     run = store.get_run(run_id)
     assert (run["status"], run["error"], run["best_epoch"], run["epochs_run"]) == \
         ("failed", "RuntimeError: CUDA out of memory", 4, 5)
 
 
-def test_list_runs_newest_first_with_filters_and_test_metrics(tmp_path):
-    store = RunStore(tmp_path / "r.db")
+def test_list_runs_newest_first_with_filters_and_test_metrics(any_db):
+    store = RunStore(any_db)
     ids = [start(store, experiment=name, seed=i) for i, name in enumerate(["a", "b", "a", "a"])]
     store.add_metrics(ids[2], "test", {"valence_mae": 0.1})
     store.add_metrics(ids[2], "validate", {"valence_mae": 0.3})
@@ -194,9 +198,9 @@ def test_list_runs_newest_first_with_filters_and_test_metrics(tmp_path):
         store.list_runs(status="complete")
 
 
-def test_a_deleted_run_takes_everything_with_it_and_its_id_is_not_reused(tmp_path):
+def test_a_deleted_run_takes_everything_with_it_and_its_id_is_not_reused(any_db):
     # merx deletes nothing itself; a user may, with SQL: ON DELETE CASCADE and AUTOINCREMENT hold.
-    store = RunStore(tmp_path / "r.db")
+    store = RunStore(any_db)
     first = start(store)
     store.add_epoch(first, 1, {"train_loss": 1.0})
     store.add_failures(first, [{"song_id": "A1", "stage": "audio", "reason": "bad"}])
@@ -209,8 +213,8 @@ def test_a_deleted_run_takes_everything_with_it_and_its_id_is_not_reused(tmp_pat
     assert start(store) == second + 1
 
 
-def test_plugin_uses_names_the_runs_and_where_their_plugin_came_from(tmp_path):
-    store = RunStore(tmp_path / "r.db")
+def test_plugin_uses_names_the_runs_and_where_their_plugin_came_from(any_db):
+    store = RunStore(any_db)
     lmf = {"kind": "fusions", "name": "lmf", "origin": "distribution", "source": "lowrank-fusion",
            "version": "0.1.0"}
     concat = {"kind": "fusions", "name": "concat", "origin": "built-in", "source": "merx.builtin.fusions",
@@ -237,9 +241,10 @@ def test_parse_run_id_refuses_garbage(text):
         parse_run_id(text)
 
 
-def test_run_not_found_lists_the_latest_ids(tmp_path):
-    store = RunStore(tmp_path / "r.db")
-    with pytest.raises(RunNotFound, match=r"no run run3 in .*r\.db; it holds no runs yet"):
+def test_run_not_found_lists_the_latest_ids(any_db):
+    store = RunStore(any_db)
+    assert store.location == (any_db if "://" in any_db else str(any_db))  # a server: its URL, readable
+    with pytest.raises(RunNotFound, match=f"no run run3 in {re.escape(store.location)}; it holds no runs yet"):
         store.get_run(3)
     for _ in range(7):
         start(store)
@@ -252,54 +257,55 @@ def test_run_not_found_lists_the_latest_ids(tmp_path):
 
 # -- migrations ---------------------------------------------------------------------------------
 
-def _migration_names(path):
-    with sqlite3.connect(path) as conn:
-        return [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY name")]
+def _migration_names(db):
+    engine = create_store_engine(resolve_url(db))
+    try:
+        with engine.connect() as conn:
+            return list(conn.exec_driver_sql("SELECT name FROM migrations ORDER BY name").scalars())
+    finally:
+        engine.dispose()
 
 
-def test_migrations_are_recorded_once(tmp_path):
-    path = tmp_path / "r.db"
-    first = RunStore(path)
+def test_migrations_are_recorded_once(any_db):
+    first = RunStore(any_db)
     assert first.upgraded == [fn.__name__ for fn in MIGRATIONS]
     run_id = start(first)
-    second = RunStore(path)  # opening again applies nothing and keeps the data
+    second = RunStore(any_db)  # opening again applies nothing and keeps the data
     assert second.upgraded == []
-    assert _migration_names(path) == sorted(fn.__name__ for fn in MIGRATIONS)
+    assert _migration_names(any_db) == sorted(fn.__name__ for fn in MIGRATIONS)
     assert second.get_run(run_id)["experiment"] == "exp"
 
 
-def test_an_older_database_is_upgraded(tmp_path):
-    path = tmp_path / "old.db"
-    engine = create_store_engine(f"sqlite:///{path}")
+def test_an_older_database_is_upgraded(any_db):
+    engine = create_store_engine(resolve_url(any_db))
     assert migrate(engine, MIGRATIONS[:1]) == ["m001_initial"]
     with engine.begin() as conn:
         conn.execute(sa.insert(schema.runs).values(experiment="old", config_json="{}", config_hash="h", group_hash="g",
                                                    status="completed", started_at="2024-01-01T00:00:00+00:00"))
     engine.dispose()
-    store = RunStore(path)
-    assert store.upgraded == ["m002_run_lookup_indexes", "m003_data_notes"]
-    with sqlite3.connect(path) as conn:
-        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    store = RunStore(any_db)
+    assert store.upgraded == [fn.__name__ for fn in MIGRATIONS[1:]]
+    indexes = {ix["name"] for ix in sa.inspect(store.engine).get_indexes("runs")}
     assert {"ix_runs_experiment", "ix_runs_group_hash", "ix_runs_config_hash"} <= indexes
     assert store.list_runs()[0]["experiment"] == "old"
 
 
-def test_migrated_schema_matches_schema_py(tmp_path):
-    store = RunStore(tmp_path / "r.db")
+def test_migrated_schema_matches_schema_py(any_db):
+    store = RunStore(any_db)
     inspector = sa.inspect(store.engine)
+    assert set(inspector.get_table_names()) == set(schema.metadata.tables) | {"migrations"}
     for table in schema.metadata.sorted_tables:
         assert [c["name"] for c in inspector.get_columns(table.name)] == list(table.c.keys()), table.name
 
 
-def test_a_database_from_a_newer_merx_is_refused(tmp_path):
-    path = tmp_path / "r.db"
-    RunStore(path).close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("INSERT INTO migrations (name, applied_at) VALUES ('m099_from_the_future', '2030-01-01')")
-    with pytest.raises(SchemaTooNew, match=r"r\.db was written by a newer merx.*m099_from_the_future.*Upgrade merx"):
-        RunStore(path)
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT count(*) FROM migrations").fetchone()[0] == len(MIGRATIONS) + 1
+def test_a_database_from_a_newer_merx_is_refused(any_db):
+    store = RunStore(any_db)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO migrations (name, applied_at) VALUES ('m099_from_the_future', '2030-01-01')")
+    store.close()
+    with pytest.raises(SchemaTooNew, match=r"was written by a newer merx.*m099_from_the_future.*Upgrade merx"):
+        RunStore(any_db)
+    assert len(_migration_names(any_db)) == len(MIGRATIONS) + 1
 
 
 # -- several processes --------------------------------------------------------------------------
@@ -322,10 +328,10 @@ def _write_a_run(path, barrier, finish):
         os._exit(3)  # the process dies: no finish_run, no close, no clean-up
 
 
-def _run_processes(path, finishes):
+def _run_processes(db, finishes):
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(len(finishes))
-    procs = [ctx.Process(target=_write_a_run, args=(str(path), barrier, f)) for f in finishes]
+    procs = [ctx.Process(target=_write_a_run, args=(str(db), barrier, f)) for f in finishes]
     for p in procs:
         p.start()
     for p in procs:
@@ -333,10 +339,9 @@ def _run_processes(path, finishes):
     return [p.exitcode for p in procs]
 
 
-def test_several_processes_write_to_one_file_at_once(tmp_path):
-    path = tmp_path / "shared.db"
-    assert _run_processes(path, [True, True, True, True]) == [0, 0, 0, 0]
-    store = RunStore(path)
+def test_several_processes_write_to_one_database_at_once(any_db):
+    assert _run_processes(any_db, [True, True, True, True]) == [0, 0, 0, 0]
+    store = RunStore(any_db)
     runs = store.list_runs(limit=None)
     assert len(runs) == 4 and {r["status"] for r in runs} == {"completed"}
     with store.engine.connect() as conn:
@@ -347,21 +352,19 @@ def test_several_processes_write_to_one_file_at_once(tmp_path):
         assert run["epochs_run"] == EPOCHS and run["wall_seconds"] is not None
 
 
-def test_a_run_whose_process_dies_keeps_its_epochs(tmp_path):
-    path = tmp_path / "crash.db"
-    assert _run_processes(path, [False]) == [3]
-    (run,) = RunStore(path).list_runs()
+def test_a_run_whose_process_dies_keeps_its_epochs(any_db):
+    assert _run_processes(any_db, [False]) == [3]
+    (run,) = RunStore(any_db).list_runs()
     assert run["status"] == "running" and run["ended_at"] is None
-    assert sorted(RunStore(path).get_run(run["id"])["epochs"]) == list(range(1, EPOCHS + 1))
+    assert sorted(RunStore(any_db).get_run(run["id"])["epochs"]) == list(range(1, EPOCHS + 1))
 
 
-def test_data_notes_are_recorded_and_read_back_and_reach_databases_made_before_them(tmp_path):
-    path = tmp_path / "old.db"
-    engine = create_store_engine(f"sqlite:///{path}")
+def test_data_notes_are_recorded_and_read_back_and_reach_databases_made_before_them(any_db):
+    engine = create_store_engine(resolve_url(any_db))
     migrate(engine, MIGRATIONS[:2])  # a database from before data notes existed
     engine.dispose()
-    store = RunStore(path)
-    assert store.upgraded == ["m003_data_notes"]
+    store = RunStore(any_db)
+    assert store.upgraded[0] == "m003_data_notes"
     run_id = store.start_run("e", None, {"task": "regression"}, "h", "g", 0, "regression", "cpu", {}, None)
     store.add_data_notes(run_id, {"label_disagrees": [("A2", "label Q1, V/A (0.2, 0.9) imply Q2")],
                                   "in_hole": [("A1", "V/A (0.55, 0.9)"), ("A3", "V/A (0.8, 0.45)")]})
@@ -371,9 +374,9 @@ def test_data_notes_are_recorded_and_read_back_and_reach_databases_made_before_t
     assert notes[2]["detail"] == "label Q1, V/A (0.2, 0.9) imply Q2"
 
 
-def test_an_unfinished_run_counts_the_epochs_it_recorded_not_the_callers_count(tmp_path):
+def test_an_unfinished_run_counts_the_epochs_it_recorded_not_the_callers_count(any_db):
     # A signal between recording an epoch and counting it leaves the caller one behind.
-    store = RunStore(tmp_path / "r.db", write=True)
+    store = RunStore(any_db, write=True)
     run_id = start(store)
     for epoch in (1, 2, 3):
         store.add_epoch(run_id, epoch, {"train_loss": 1.0 / epoch})

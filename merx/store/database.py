@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote
 
 import sqlalchemy as sa
 
@@ -54,7 +55,8 @@ class ResultsDatabase:
         url = self.engine.url
         if url.get_backend_name() == "sqlite" and url.database:
             return url.database
-        return url.render_as_string(hide_password=True)
+        # Unquoted: a socket folder reads host=/run/postgresql, not host=%2Frun%2Fpostgresql.
+        return unquote(url.render_as_string(hide_password=True))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"

@@ -1,4 +1,4 @@
-"""Which database the store opens, and how SQLite is set up for several processes at once.
+"""Which database the store opens, and how SQLite and PostgreSQL are set up for several processes at once.
 
 The database is ``results.db`` in the working directory unless ``--db`` / ``MERX_DB`` names
 another file or an SQLAlchemy URL (a server); its folder must exist (a mistyped path is
@@ -9,6 +9,26 @@ IMMEDIATE`` at the start of every write transaction, so that a read-then-write t
 for the lock instead of failing or losing an update. A connection with the execution option
 ``merx_begin="DEFERRED"`` begins ``DEFERRED`` instead: under WAL such a read never waits for a
 writer, so the commands that only read never wait for a lock held elsewhere.
+
+PostgreSQL (``postgresql+psycopg://user@host/db``; a plain ``postgresql://`` gets psycopg, the
+driver of the ``merx[postgres]`` extra) gives the same guarantees with a server's means, so
+that any number of processes on any number of machines can write to one database:
+
+- run ids come from the ``runs.id`` sequence: concurrent ``start_run`` calls never get the same
+  id, and an id is never handed out again (a sequence does not roll back), as SQLite's
+  AUTOINCREMENT promises;
+- transactions are READ COMMITTED, and a write transaction locks the row of the run it writes
+  (``SELECT ... FOR UPDATE`` in ``RunStore._require``, ``lock_run`` here): writes to one run
+  are serialised (no lost tag, no epoch recorded twice) while runs of other processes proceed in
+  parallel, unlike SQLite's one writer at a time; the primary keys of ``epochs``, ``metrics``,
+  ``baselines``, ``predictions`` and ``data_notes`` refuse a duplicate row whatever happens;
+- every transaction sets ``lock_timeout`` to the busy timeout, so a write that waits longer for
+  a lock held elsewhere fails with ``StoreLocked`` and the epoch waits in memory, exactly as on
+  SQLite (``merx.store.pending``); reads never wait (MVCC);
+- migrations take a transaction-level advisory lock (``lock_schema``): two processes opening a
+  new database at once cannot both migrate it, and DDL is transactional (all or nothing);
+- a connection attempt gives up after ``CONNECT_TIMEOUT_S`` (an unreachable host fails instead
+  of hanging), and pooled connections are checked before use (a restarted server costs no write).
 """
 
 from __future__ import annotations
@@ -28,6 +48,12 @@ ENV_VAR = "MERX_DB"
 #: (``$MERX_DB_BUSY_TIMEOUT`` seconds overrides it).
 BUSY_TIMEOUT_S = 30.0
 ENV_BUSY_TIMEOUT = "MERX_DB_BUSY_TIMEOUT"
+#: Seconds to wait for a database server to answer a connection (unless the URL sets connect_timeout).
+CONNECT_TIMEOUT_S = 10
+#: The driver a ``postgresql://`` URL without one gets: psycopg 3, from the ``merx[postgres]`` extra.
+POSTGRES_DRIVER = "psycopg"
+#: Key of the advisory lock that serialises migrations on PostgreSQL (any fixed 64-bit number).
+_SCHEMA_LOCK_KEY = 0x6D657278  # "merx"
 
 
 def env_seconds(name: str, default: float) -> float:
@@ -56,6 +82,10 @@ def resolve_url(url_or_path: str | os.PathLike | None = None) -> str:
     later ``chdir`` cannot move the database) and turned into ``sqlite:///<path>``."""
     value = os.fspath(url_or_path) if url_or_path else (os.environ.get(ENV_VAR) or DEFAULT_DB)
     if "://" in value:
+        # SQLAlchemy would pick psycopg2 for a bare postgresql://; merx ships psycopg 3.
+        for bare in ("postgresql://", "postgres://"):
+            if value.startswith(bare):
+                return f"postgresql+{POSTGRES_DRIVER}://" + value[len(bare):]
         return value
     return f"sqlite:///{Path(value).expanduser().resolve()}"
 
@@ -77,8 +107,10 @@ def create_store_engine(url: str, busy_timeout: float | None = None) -> sa.Engin
     except sa.exc.ArgumentError:
         raise StoreError(f"{url!r} is neither a database file path nor an SQLAlchemy URL "
                          "(e.g. sqlite:///results.db, postgresql://user@host/merx).") from None
+    if parsed.get_backend_name() == "postgresql":
+        return _postgres_engine(parsed, resolve_busy_timeout(busy_timeout))
     if parsed.get_backend_name() != "sqlite" or parsed.get_driver_name() != "pysqlite":
-        return sa.create_engine(parsed)
+        return _create(parsed)
     path = sqlite_file(parsed)
     if path is not None and not path.parent.is_dir():
         # SQLite would fail with "unable to open database file"; creating the folders instead
@@ -88,7 +120,7 @@ def create_store_engine(url: str, busy_timeout: float | None = None) -> sa.Engin
                          "exist. Check the path given to --db (or MERX_DB), or create the folder: "
                          f"mkdir -p {shlex.quote(str(folder))}")
     # pysqlite's timeout is SQLite's busy timeout: a locked database is retried this long.
-    engine = sa.create_engine(parsed, connect_args={"timeout": resolve_busy_timeout(busy_timeout)})
+    engine = _create(parsed, connect_args={"timeout": resolve_busy_timeout(busy_timeout)})
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_conn, _record):
@@ -110,3 +142,65 @@ def create_store_engine(url: str, busy_timeout: float | None = None) -> sa.Engin
         conn.exec_driver_sql("BEGIN " + conn.get_execution_options().get("merx_begin", "IMMEDIATE"))
 
     return engine
+
+
+_DRIVER_PACKAGES = {"psycopg": "merx[postgres]", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
+                    "mysqldb": "mysqlclient", "asyncpg": "asyncpg"}
+
+
+def _create(url: sa.URL, **kwargs) -> sa.Engine:
+    """``sa.create_engine``, with a missing driver or an unknown database kind said plainly."""
+    try:
+        return sa.create_engine(url, **kwargs)
+    except ImportError as exc:  # the driver module (psycopg, ...) is not installed
+        shown = url.render_as_string(hide_password=True)
+        package = _DRIVER_PACKAGES.get(url.get_driver_name(), url.get_driver_name())
+        raise StoreError(f"the results database {shown} needs the Python driver {url.get_driver_name()!r}, which "
+                         f"is not installed ({exc}). Install it: pip install '{package}'") from None
+    except sa.exc.NoSuchModuleError:
+        shown = url.render_as_string(hide_password=True)
+        raise StoreError(f"{shown}: SQLAlchemy knows no database kind {url.drivername!r}. Use a file path, "
+                         "sqlite:///PATH or postgresql://USER@HOST/DATABASE.") from None
+
+
+def _postgres_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
+    """A PostgreSQL engine with the guarantees in this module's docstring."""
+    if url.get_driver_name() != POSTGRES_DRIVER:
+        # Other drivers work with SQLAlchemy, but merx sets its timeouts through psycopg's
+        # connect arguments and tests psycopg only.
+        raise StoreError(f"{url.render_as_string(hide_password=True)}: merx talks to PostgreSQL through psycopg "
+                         f"3; write the URL as postgresql+psycopg://... (or postgresql://...), and pip install "
+                         "'merx[postgres]'")
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT_S}
+    engine = _create(url, isolation_level="READ COMMITTED", pool_pre_ping=True, connect_args=connect_args)
+    # lock_timeout 0 means "wait for ever" to PostgreSQL; a busy timeout of 0 means "do not wait".
+    lock_ms = max(1, round(busy_timeout * 1000))
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        # READ COMMITTED: each statement sees what was committed before it began, so a write
+        # that waited for a run's row lock then reads that run's latest state.
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_ms}")
+
+    return engine
+
+
+def writing(conn: sa.Connection) -> bool:
+    """Whether ``conn`` is in a write transaction (``ResultsDatabase._transaction(write=True)``)."""
+    return conn.get_execution_options().get("merx_begin", "IMMEDIATE") == "IMMEDIATE"
+
+
+def lock_run(query: sa.Select, conn: sa.Connection) -> sa.Select:
+    """``query`` (of a run's row) locking that row when ``conn`` writes: on PostgreSQL writes to
+    one run are serialised by it; SQLite, whose writes are serialised by ``BEGIN IMMEDIATE``,
+    renders no ``FOR UPDATE``."""
+    return query.with_for_update() if writing(conn) and conn.dialect.name != "sqlite" else query
+
+
+def lock_schema(conn: sa.Connection) -> None:
+    """Serialise schema changes between processes for the rest of ``conn``'s transaction.
+
+    SQLite's ``BEGIN IMMEDIATE`` already does; PostgreSQL takes an advisory lock (released at
+    commit or rollback), which the concurrent CREATE TABLEs of two processes would not."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))

@@ -2,7 +2,8 @@
 
 SQLAlchemy raises ``DBAPIError`` subclasses wrapping the driver's exception; for SQLite its
 result code (``sqlite_errorcode``, Python 3.11+; the message text before that) says which failure
-it is. Only failures of the database itself are translated; anything else (a constraint, bad
+it is, for PostgreSQL the SQLSTATE (psycopg's ``sqlstate``) or, for a connection that never
+opened, libpq's message. Only failures of the database itself are translated; anything else (a constraint, bad
 SQL) is a bug in merx or its caller and keeps its traceback.
 """
 
@@ -56,7 +57,9 @@ def translate(exc: sa.exc.DBAPIError, location: str, path: Path | None, busy_tim
     orig = exc.orig
     code = sqlite_code(exc)
     if code is None:
-        if path is None and isinstance(exc, sa.exc.OperationalError):  # a server: down, refused, ...
+        if _is_postgres(exc):
+            return postgres(exc, location, busy_timeout)
+        if path is None and isinstance(exc, sa.exc.OperationalError):  # another server: down, refused, ...
             return StoreError(f"the results database {location} failed: {orig}".strip())
         return None
     primary = code & 0xFF
@@ -167,3 +170,68 @@ def _space_problem(path: Path) -> str | None:
     if free < _LOW_SPACE:
         return f"{free:,} bytes free on the file system of {path.parent}"
     return None
+
+
+# -- a PostgreSQL server ----------------------------------------------------------------------
+
+# SQLSTATEs (PostgreSQL's appendix A) of the failures that are the database's, not merx's.
+_PG_LOCKED = {"55P03": "lock_timeout", "40P01": "deadlock", "40001": "serialization failure"}
+_PG_READ_ONLY = {"25006", "42501"}  # read_only_sql_transaction (a standby), insufficient_privilege
+_PG_FULL = {"53100"}  # disk_full
+_PG_MISSING = {"42P01", "42703"}  # undefined_table, undefined_column
+_PG_CORRUPT = {"XX001", "XX002"}  # data_corrupted, index_corrupted
+# libpq's words for a connection that could not be made: what they mean, and the fix.
+_PG_CONNECT = (
+    (re.compile(r"password authentication failed|no password supplied|role .* does not exist|no pg_hba\.conf entry|"
+                r"(peer|ident|gss|sspi|certificate) authentication failed", re.I),
+     "the server refused the login", "check the user and password in the URL "
+     "(postgresql://USER:PASSWORD@HOST/DATABASE, or PGPASSWORD / ~/.pgpass) and that pg_hba.conf admits them"),
+    (re.compile(r'database ".*" does not exist', re.I),
+     "the database does not exist on that server", "create it (createdb NAME, or CREATE DATABASE) or fix the URL"),
+    (re.compile(r"Connection refused|No such file or directory|timeout expired|could not translate host name|"
+                r"Name or service not known|Network is unreachable|No route to host|server closed the connection|"
+                r"the database system is (starting up|shutting down)", re.I),
+     "the server cannot be reached", "start the server, or check the host, port and socket folder in the URL"),
+)
+
+
+def _is_postgres(exc: sa.exc.DBAPIError) -> bool:
+    return type(exc.orig).__module__.split(".")[0] in ("psycopg", "psycopg2")
+
+
+def postgres(exc: sa.exc.DBAPIError, location: str, busy_timeout: float) -> StoreError | None:
+    """The ``StoreError`` for a PostgreSQL failure, or None when it is merx's own (a constraint, bad SQL)."""
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if state in _PG_LOCKED:
+        return StoreLocked(
+            f"the results database {location} is locked: a lock held by another connection was not released "
+            f"within {busy_timeout:g} s ({_PG_LOCKED[state]}: another merx writing the same run, or an open "
+            f"transaction in a psql shell). Try again when it is done, or wait longer: {ENV_BUSY_TIMEOUT}=SECONDS.")
+    if state in _PG_READ_ONLY:
+        return StoreReadOnly(
+            f"cannot write the results database {location}: {first}. Connect as a user allowed to create tables "
+            "and write rows there (GRANT ... or the database's owner), or to the primary rather than a standby; "
+            "or choose another database with --db (or MERX_DB).")
+    if state in _PG_FULL:
+        return StoreFull(f"the PostgreSQL server of {location} has no space left ({first}). The failed write was "
+                         "rolled back and what was recorded before it is intact; free space on the server.")
+    if state in _PG_MISSING:
+        return lacking(location, first)
+    if state in _PG_CORRUPT:
+        return StoreCorrupt(f"the results database {location} is damaged ({first}). Restore it from a backup.")
+    if state is None or state.startswith(("08", "57P", "53")) or state.startswith("28") or state == "3D000":
+        text = str(orig)
+        for pattern, what, fix in _PG_CONNECT:
+            if pattern.search(text):
+                return StoreError(f"cannot open the results database {location}: {what} ({_one_line(text)}). "
+                                  f"Fix: {fix}; or choose another database with --db (or MERX_DB).")
+        if isinstance(exc, sa.exc.OperationalError) or state is not None:
+            return StoreError(f"the results database {location} failed: {_one_line(text)}. Check that the server "
+                              "is running and reachable, then try again.")
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).split("\n") if part.strip())

@@ -7,7 +7,9 @@ records a migration this merx does not know was written by a newer merx and is r
 transaction, so opening an up-to-date database never waits for another process's write lock
 (``merx runs`` while a run commits an epoch, or a sqlite3 shell holds a transaction). Applying
 them happens in one write transaction (``BEGIN IMMEDIATE`` on SQLite) that checks again: two
-processes opening a new file at once cannot both migrate it.
+processes opening a new file at once cannot both migrate it (on PostgreSQL an advisory lock
+does what ``BEGIN IMMEDIATE`` does; every migration must run there too, and DDL is
+transactional there: a failing migration leaves nothing behind).
 
 To change the schema: append a new function decorated with ``@migration``, never edit or
 reorder an applied one. ``m001_initial`` creates the tables of ``schema.INITIAL_TABLES``; a new
@@ -25,6 +27,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from merx.store import schema
+from merx.store.engine import lock_schema
 from merx.store.errors import SchemaTooNew
 
 Migration = Callable[[sa.Connection], None]
@@ -95,6 +98,7 @@ def migrate(engine: sa.Engine, migrations: list[Migration] | None = None, where:
         if not pending_migrations(conn, migrations, where):
             return []
     with engine.begin() as conn:
+        lock_schema(conn)  # PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE has it already
         migrations_table.create(conn, checkfirst=True)
         done = []
         for fn in pending_migrations(conn, migrations, where):  # again: another process may have migrated

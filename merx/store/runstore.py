@@ -33,6 +33,7 @@ from merx.store.engine import (
     ENV_VAR,
     create_store_engine,
     env_seconds,
+    lock_run,
     resolve_busy_timeout,
     resolve_url,
     sqlite_file,
@@ -120,7 +121,8 @@ class RunStore(ResultsDatabase):
                            "(--db PATH or MERX_DB selects another database.)")
 
     def _require(self, conn: sa.Connection, run_id: int) -> sa.RowMapping:
-        row = conn.execute(sa.select(t.runs).where(t.runs.c.id == run_id)).mappings().first()
+        # In a write transaction this locks the run's row on a server (merx.store.engine).
+        row = conn.execute(lock_run(sa.select(t.runs).where(t.runs.c.id == run_id), conn)).mappings().first()
         if row is None:
             raise self._not_found(conn, run_id)
         return row
