@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from merx.augment.seeding import epoch_seed, generator, pick
 from merx.data.songs import QUADRANTS
@@ -76,13 +76,38 @@ class SongDataset(Dataset):
         return item
 
 
-class EpochLoader:
-    """A DataLoader that tells its dataset which epoch it is serving (for seeded random draws).
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The training order of epoch ``epoch``: a permutation of ``range(n)`` that depends on
+    (seed, epoch) only. The one definition both the DataLoader path (:class:`EpochSampler`) and
+    the feature bank (``merx.features.bank``) use, so the two train on the same batches."""
+    g = torch.Generator()
+    g.manual_seed(epoch_seed(seed, "shuffle", epoch))
+    return torch.randperm(n, generator=g)
 
-    ``epoch`` is the last epoch served; each iteration serves ``epoch + 1``. The loader's
-    generator (its shuffle order and its workers' base seed) is reseeded from (seed, epoch) at
-    the start of every epoch, so epoch ``e``'s order is a function of (seed, e) alone: a resumed
-    run sets ``epoch = k`` and its epoch ``k + 1`` has the draws of an uninterrupted run.
+
+class EpochSampler(Sampler[int]):
+    """Shuffles as :func:`epoch_order` for the epoch set by :meth:`set_epoch`."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, int(seed), 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        yield from epoch_order(self.seed, self.epoch, self.n).tolist()
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class EpochLoader:
+    """A DataLoader that tells its dataset and sampler which epoch it is serving (for seeded draws).
+
+    ``epoch`` is the last epoch served; each iteration serves ``epoch + 1``. The training order
+    (:class:`EpochSampler`) and the workers' base seed (the loader's generator, reseeded at the
+    start of every epoch) are functions of (seed, epoch) alone: a resumed run sets ``epoch = k``
+    and its epoch ``k + 1`` has the draws of an uninterrupted run.
     Workers are re-created each epoch (persistent_workers off), so they see the new epoch."""
 
     def __init__(self, loader: DataLoader, seed: int | None = None):
@@ -95,8 +120,9 @@ class EpochLoader:
         self.epoch += 1
         if self.seed is not None and self.loader.generator is not None:
             self.loader.generator.manual_seed(epoch_seed(self.seed, "shuffle", self.epoch))
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)
+        for part in (self.dataset, self.loader.sampler):
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(self.epoch)
         try:
             yield from self.loader
         except PluginRuntimeError as exc:
@@ -110,7 +136,8 @@ class EpochLoader:
 
 def make_loader(dataset: SongDataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
                 worker_init_fn=None):
-    """An :class:`EpochLoader` whose order in epoch ``e`` depends on (seed, e) only."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+    """An :class:`EpochLoader` whose order in epoch ``e`` is :func:`epoch_order` (seed, e) when ``shuffle``."""
+    sampler = EpochSampler(len(dataset), seed) if shuffle else None
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                         generator=torch.Generator(), worker_init_fn=worker_init_fn, drop_last=False)
     return EpochLoader(loader, seed)

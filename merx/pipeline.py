@@ -264,11 +264,32 @@ def datasets(cfg: dict | Experiment, prepared: Prepared, model, device) -> dict:
             texts = text_variants(songs, plan.text, seed, plan.variants)
             variants = text_variant_inputs(model, songs, texts, device, batch_size,
                                            cache_dir=Path(exp.data.cache_dir))
-        text = {} if variants else text_inputs(model, songs, device, batch_size)
+        text = {} if variants else text_inputs(model, songs, device, batch_size, cache_dir=Path(exp.data.cache_dir))
         out[split] = SongDataset(songs, exp.task, mel_view, text, train=split == "train", seed=seed,
                                  audio_augment=train_view if split == "train" else None,
                                  text_variants=variants)
     return out
+
+
+def loaders(cfg: dict | Experiment, data: dict, device) -> tuple[dict, str]:
+    """``{"train", "validate", "test"}`` -> the loader of each split's batches, and which path
+    they take, in words. The one place that chooses: the feature bank
+    (``merx.features.bank``: inputs loaded once, batched by index on the device) unless the
+    training inputs need per-song work each epoch (waveform or text augmentation, a spectrogram
+    augmentation plugin), which keeps the DataLoader path (``merx.dataset``) with its workers."""
+    from merx.features.bank import bank_loaders, unsupported
+
+    exp = as_experiment(cfg)
+    train = exp.train
+    why = unsupported(data["train"])
+    if why is None:
+        return bank_loaders(data, train.batch_size, exp.seed, device, train.data_on_device)
+    from merx.dataset import make_loader
+    from merx.devices import worker_init_fn
+
+    return ({split: make_loader(dataset, train.batch_size, shuffle=split == "train", num_workers=train.num_workers,
+                                seed=exp.seed, worker_init_fn=worker_init_fn) for split, dataset in data.items()},
+            f"DataLoader ({train.num_workers} workers), for {why}")
 
 
 def run_folder(store, run_id: int) -> Path:
@@ -317,9 +338,8 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResu
     from merx.baselines import Targets, compute_baselines
     from merx.checkpoints import disk_full, no_space, save_checkpoint
     from merx.config import config_hash
-    from merx.dataset import make_loader
     from merx.plugins import get_registry
-    from merx.train import Trainer, evaluate, seed_everything, select_device, worker_init_fn
+    from merx.train import Trainer, evaluate, seed_everything, select_device
 
     exp = as_experiment(cfg)
     registry = get_registry()
@@ -352,11 +372,8 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResu
         model = build(exp, registry)
         data = datasets(exp, prepared, model, device)
 
-        def loader(split):
-            return make_loader(data[split], train.batch_size, shuffle=split == "train",
-                               num_workers=train.num_workers, seed=exp.seed, worker_init_fn=worker_init_fn)
-
-        train_loader, val_loader, test_loader = loader("train"), loader("validate"), loader("test")
+        batches, _path = loaders(exp, data, device)
+        train_loader, val_loader, test_loader = batches["train"], batches["validate"], batches["test"]
 
         def on_epoch(epoch, metrics):
             store.add_epoch(run_id, epoch, metrics)

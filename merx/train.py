@@ -155,19 +155,22 @@ def evaluate(model: torch.nn.Module, loader, task: str, device: torch.device, am
     probabilities. Leaves the model in eval mode."""
     amp, amp_dtype = amp_settings(device, amp)
     model.eval()
-    outputs, targets, song_ids, loss_sum = [], [], [], 0.0
+    # Outputs, targets and loss sums stay on the device until the last batch: one read, not one per batch.
+    outputs, targets, losses, sizes, song_ids = [], [], [], [], []
     for batch in loader:
         batch = to_device(batch, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             output = model(batch)
         n = len(batch["target"])
-        loss_sum += loss_fn(task, output, batch["target"]).item() * n
-        outputs.append(output.float().cpu())
-        targets.append(batch["target"].cpu())
+        losses.append(loss_fn(task, output, batch["target"]).detach())
+        sizes.append(n)
+        outputs.append(output.detach().float())
+        targets.append(batch["target"])
         song_ids.extend(batch.get("song_id", [None] * n))
     if not outputs:
         raise ValueError("the evaluation loader yielded no batches (is the split empty?)")
-    out, target = torch.cat(outputs).numpy(), torch.cat(targets).numpy()
+    out, target = torch.cat(outputs).cpu().numpy(), torch.cat(targets).cpu().numpy()
+    loss_sum = sum(loss * n for loss, n in zip(torch.stack(losses).tolist(), sizes, strict=True))
     metrics = {"loss": loss_sum / len(target)}
     if task == "regression":
         metrics.update(regression_metrics(target, out))

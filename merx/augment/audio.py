@@ -153,15 +153,26 @@ def mask_bands(db: np.ndarray, axis: int, max_width: int, n_masks: int, fill: st
     size = db.shape[axis]
     if max_width > size:
         raise ValueError(f"max_width {max_width} exceeds the spectrogram's {size} {'bands' if axis == 0 else 'frames'}")
-    value = db.mean() if fill == "mean" else db.min()
+    # The mean in float64, as the feature bank takes it on the device (merx.features.bank), so
+    # both paths fill with the same float32 value whatever order each sums in.
+    value = np.float32(db.mean(dtype=np.float64) if fill == "mean" else db.min())
     out = np.array(db, dtype=np.float32, copy=True)
-    for _ in range(n_masks):
-        width = int(rng.integers(0, max_width + 1))
-        start = int(rng.integers(0, size - width + 1))
+    for start, width in draw_bands(size, max_width, n_masks, rng):
         index = [slice(None)] * db.ndim
         index[axis] = slice(start, start + width)
         out[tuple(index)] = value
     return out
+
+
+def draw_bands(size: int, max_width: int, n_masks: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """The ``(start, width)`` of each of ``n_masks`` bands over ``size`` rows or columns, in the
+    order :func:`mask_bands` draws them: the one sequence of draws both the per-song path and
+    the feature bank (which applies the bands batched on the device) use."""
+    bands = []
+    for _ in range(n_masks):
+        width = int(rng.integers(0, max_width + 1))
+        bands.append((int(rng.integers(0, size - width + 1)), width))
+    return bands
 
 
 class BandMask(SpectrogramAugmentation):

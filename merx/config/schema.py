@@ -178,7 +178,15 @@ SCHEMA: dict[str, Any] = {
         "batch_size": F(int, 16, "Songs per batch.", ge=1),
         "epochs": F(int, 50, "Maximum epochs.", ge=1),
         "grad_clip": F(float, 1.0, "Clip the gradient norm to this; 0 switches clipping off.", ge=0),
-        "num_workers": F(int, 0, "DataLoader worker processes.", ge=0),
+        "num_workers": F(int, 0, "DataLoader worker processes (the DataLoader path only; the feature bank "
+                         "needs none).", ge=0),
+        "data_on_device": F((str, bool), "auto", "Where the feature bank keeps a run's inputs: on the training "
+                            "device (true), in pinned host memory copied per batch (false), or on the device when "
+                            "all splits fit in half its free memory (auto). CPU runs keep them in memory either "
+                            "way. Runs with waveform augmentation (either strategy), text augmentation, or a "
+                            "spectrogram augmentation plugin other than frequency_mask/time_mask use the DataLoader "
+                            "instead.",
+                            ("auto", True, False)),
         "early_stopping": {
             "monitor": F(str, "val_loss", "Validation metric to watch (val_loss, val_macro_f1, "
                          "val_valence_mae, ...)."),
@@ -226,7 +234,8 @@ def _type_text(spec: F) -> str:
     if spec.items is not None:
         words = f"list of {_TYPE_WORDS.get(spec.items, spec.items.__name__)}s"
     else:
-        words = _TYPE_WORDS.get(spec.type, spec.type.__name__)
+        types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+        words = " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in types)
     return f"{words} {spec.range_text()}".strip()
 
 
@@ -235,4 +244,5 @@ def _default_text(key: str, spec: F) -> str:
 
 
 def _choices_text(spec: F) -> str:
-    return f" One of: {', '.join(f'`{c}`' for c in spec.choices)}." if spec.choices else ""
+    return f" One of: {', '.join(f'`{json.dumps(c) if isinstance(c, bool) else c}`' for c in spec.choices)}." \
+        if spec.choices else ""

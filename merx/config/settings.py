@@ -197,6 +197,7 @@ class TrainSettings(_Section):
     epochs: int = _default("train.epochs")
     grad_clip: float = _default("train.grad_clip")
     num_workers: int = _default("train.num_workers")
+    data_on_device: str | bool = _default("train.data_on_device")
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
 
 

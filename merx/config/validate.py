@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import types
 import typing
 
@@ -18,8 +19,13 @@ from merx.hookspecs import KINDS
 
 
 def _suggest(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, [o for o in options if isinstance(o, str)], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _choice_text(choice) -> str:
+    """A choice as the TOML file writes it: 'auto', true, false."""
+    return json.dumps(choice) if isinstance(choice, bool) else repr(choice)
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
@@ -33,7 +39,9 @@ def _check_type(value, expected, file, key):
     if expected is int and isinstance(value, bool):
         raise ConfigError(f"expected an integer, got {value!r}", file, key)
     if not isinstance(value, expected):
-        raise ConfigError(f"expected {_TYPE_NAMES.get(expected, expected.__name__)}, got {value!r}", file, key)
+        words = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in (expected if isinstance(expected, tuple)
+                                                                     else (expected,)))
+        raise ConfigError(f"expected {words}, got {value!r}", file, key)
     problem = finite_problem(value)
     if problem:
         raise ConfigError(problem, file, key)
@@ -177,7 +185,7 @@ def validate(raw: dict, schema: dict, file, prefix: str, registry) -> dict:
                 continue
             value = _check_type(value, spec.type, file, key)
             if spec.choices and value not in spec.choices:
-                raise ConfigError(f"must be one of {', '.join(map(repr, spec.choices))}, got {value!r}"
+                raise ConfigError(f"must be one of {', '.join(map(_choice_text, spec.choices))}, got {value!r}"
                                   f"{_suggest(str(value), spec.choices)}", file, key)
             out[k] = value
     # Ranges once the whole table is in: a bound may name another setting of it (hop_length <= n_fft).

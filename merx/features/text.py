@@ -120,9 +120,10 @@ def encode_texts(model, texts: list[str], device, batch_size: int, cache_dir=Non
     return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
 
-def text_inputs(model, songs, device, batch_size: int) -> dict:
-    """Per-song text tensors (``encode_texts`` of each song's lyrics)."""
-    return encode_texts(model, [s.lyrics or "" for s in songs], device, batch_size)
+def text_inputs(model, songs, device, batch_size: int, cache_dir=None) -> dict:
+    """Per-song text tensors (``encode_texts`` of each song's lyrics); a frozen tower's outputs
+    are kept in (and read from) its disk cache under ``cache_dir``."""
+    return encode_texts(model, [s.lyrics or "" for s in songs], device, batch_size, cache_dir=cache_dir)
 
 
 def text_variant_inputs(model, songs, texts_by_variant: list[list[str]], device, batch_size: int,
