@@ -44,6 +44,7 @@ from merx.devices import (
 )
 from merx.early_stopping import EarlyStopping
 from merx.errors import TrainingDiverged
+from merx.kernels import cudnn_autotune, forward_of, use_channels_last
 from merx.metrics import classification_metrics, quadrant_indices, regression_metrics
 
 __all__ = ["Trainer", "FitResult", "TrainingDiverged", "evaluate", "loss_fn", "build_optimizer",
@@ -146,9 +147,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, scheduler: SchedulerSettin
 # -- evaluation -----------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, task: str, device: torch.device, amp: bool = False
-             ) -> tuple[dict[str, float], list[dict]]:
+def evaluate(model: torch.nn.Module, loader, task: str, device: torch.device, amp: bool = False,
+             forward: Callable | None = None) -> tuple[dict[str, float], list[dict]]:
     """Loss and task metrics over ``loader``, and one prediction record per song.
+
+    ``forward`` replaces ``model(batch)`` (the trainer's compiled forward, ``merx.kernels``).
 
     Regression records hold song_id, true/pred valence and arousal, and the true/pred quadrant
     those imply; classification records hold song_id, true/pred quadrant and the 4 class
@@ -160,7 +163,7 @@ def evaluate(model: torch.nn.Module, loader, task: str, device: torch.device, am
     for batch in loader:
         batch = to_device(batch, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-            output = model(batch)
+            output = (forward or model)(batch)
         n = len(batch["target"])
         losses.append(loss_fn(task, output, batch["target"]).detach())
         sizes.append(n)
@@ -218,6 +221,9 @@ class Trainer:
                               f"available: {', '.join(monitors)}", key="train.early_stopping.monitor")
         self.early_stopping = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta)
 
+        # The fast kernels (merx.kernels): channels_last on CUDA before the optimizer sees the weights.
+        use_channels_last(self.model, self.device, settings.channels_last)
+        self.forward = forward_of(self.model, settings.compile)
         self.optimizer = build_optimizer(self.model, settings.lr, settings.optimizer, settings.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, settings.scheduler, settings.epochs)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -233,7 +239,8 @@ class Trainer:
 
         With ``settings.deterministic`` torch runs deterministic algorithms for the whole fit,
         and its previous settings are put back afterwards (:func:`deterministic_algorithms`)."""
-        with deterministic_algorithms(self.settings.deterministic):
+        with deterministic_algorithms(self.settings.deterministic), \
+                cudnn_autotune(self.device, self.settings.deterministic):
             try:
                 self._fit_epochs()
             except RuntimeError as exc:
@@ -266,7 +273,8 @@ class Trainer:
                     lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
                     task_id = bar.add_task(f"epoch {epoch}/{epochs}", total=_length(self.train_loader), info="")
                     train_stats = self.train_one_epoch(epoch, bar, task_id)
-                    val, _ = evaluate(self.model, self.val_loader, self.task, self.device, self.amp)
+                    val, _ = evaluate(self.model, self.val_loader, self.task, self.device, self.amp,
+                                      forward=self.forward)
                     metrics = {**train_stats, **{f"val_{k}": v for k, v in val.items()}, **lrs,
                                "epoch_seconds": time.perf_counter() - t0}
                     self.history.append(metrics)
@@ -333,10 +341,10 @@ class Trainer:
         may take NaN from a bad step; nothing steps with it again, since the epoch then ends in
         ``TrainingDiverged``. Buffers (BatchNorm statistics) are not protected; as before, the
         fit puts back the best epoch's whole state when a divergence ends it."""
-        model, optimizer, scaler = self.model, self.optimizer, self.scaler
+        optimizer, scaler = self.optimizer, self.scaler
         max_norm = self.settings.grad_clip or math.inf  # 0 = off; clipping at inf just measures the norm
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            output = model(batch)
+            output = self.forward(batch)
         loss = loss_fn(self.task, output, batch["target"])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -187,6 +187,10 @@ SCHEMA: dict[str, Any] = {
                             "spectrogram augmentation plugin other than frequency_mask/time_mask use the DataLoader "
                             "instead.",
                             ("auto", True, False)),
+        "compile": F(bool, False, "torch.compile the model; if compilation fails, the run warns naming the failure "
+                     "and trains uncompiled."),
+        "channels_last": F(bool, True, "channels_last memory format for the audio tower on CUDA (faster cuDNN "
+                           "convolutions); ignored elsewhere."),
         "early_stopping": {
             "monitor": F(str, "val_loss", "Validation metric to watch (val_loss, val_macro_f1, "
                          "val_valence_mae, ...)."),

@@ -198,6 +198,8 @@ class TrainSettings(_Section):
     grad_clip: float = _default("train.grad_clip")
     num_workers: int = _default("train.num_workers")
     data_on_device: str | bool = _default("train.data_on_device")
+    compile: bool = _default("train.compile")
+    channels_last: bool = _default("train.channels_last")
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
 
 
