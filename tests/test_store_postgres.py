@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,6 +19,8 @@ from click.testing import CliRunner
 from merx.cli import cli
 from merx.store import RunStore, StoreError, StoreLocked, StoreReadOnly, resolve_url, schema
 from merx.store.migrations import MIGRATIONS
+
+from tiny_experiment import tiny_toml
 
 
 def start(store, seed=0, experiment="exp"):
@@ -223,3 +226,20 @@ def test_ids_are_never_reused_even_after_the_latest_run_is_deleted(postgres_url)
     with store.engine.begin() as conn:
         conn.execute(sa.delete(schema.runs).where(schema.runs.c.id == ids[-1]))
     assert start(store) == ids[-1] + 1  # the sequence, not max(id) + 1, hands out ids
+
+
+# -- a real run ------------------------------------------------------------------------------------
+
+def test_a_real_run_records_everything_on_the_server(tmp_path, tiny_bert_dir, postgres_url, monkeypatch):
+    exp = tmp_path / "tiny.toml"
+    exp.write_text(tiny_toml(tiny_bert_dir, Path.cwd() / ".merx" / "cache", epochs=2))
+    result = CliRunner().invoke(cli, ["run", str(exp), "--db", postgres_url])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "results.db").exists()
+    run = RunStore(postgres_url).get_run(1)
+    assert run["status"] == "completed" and sorted(run["epochs"]) == [1, 2]
+    assert {"accuracy", "macro_f1"} <= set(run["metrics"]["test"]) and run["prediction_count"] > 0
+    assert {p["name"] for p in run["plugins"]} == {"synthetic", "vggish", "huggingface", "concat"}
+    monkeypatch.setenv("MERX_DB", postgres_url)
+    listing = CliRunner().invoke(cli, ["runs"])
+    assert listing.exit_code == 0 and "run1" in listing.stdout and "completed" in listing.stdout, listing.output

@@ -12,4 +12,5 @@ MODULES = [
     "merx.commands.compare",  # compare, report, export
     "merx.commands.plugin",   # list-plugins, plugin new / check
     "merx.commands.config",   # config
+    "merx.commands.db",       # db copy
 ]

@@ -20,17 +20,19 @@ from merx.store import faults
 from merx.store import schema as t
 from merx.store.engine import create_store_engine, resolve_busy_timeout, resolve_url, sqlite_file
 from merx.store.errors import StoreError
-from merx.store.migrations import migrate, migrations_table
+from merx.store.migrations import migrate, migrations_table, missing_migrations
 from merx.store.times import iso, now
 
 
 class ResultsDatabase:
-    """Opens ``url_or_path`` (``merx.store.engine.resolve_url``) and migrates it; ``write=True``
-    also runs ``check_writable``. ``busy_timeout``: seconds a write waits for another process's
-    lock (default ``$MERX_DB_BUSY_TIMEOUT`` or 30)."""
+    """Opens ``url_or_path`` (``merx.store.engine.resolve_url``) and migrates it (``upgraded``
+    names the migrations applied; with ``upgrade=False`` nothing is changed and ``missing``
+    names the migrations it lacks); ``write=True`` also runs ``check_writable``.
+    ``busy_timeout``: seconds a write waits for another process's lock (default
+    ``$MERX_DB_BUSY_TIMEOUT`` or 30)."""
 
     def __init__(self, url_or_path: str | os.PathLike | None = None, *, write: bool = False,
-                 busy_timeout: float | None = None):
+                 busy_timeout: float | None = None, upgrade: bool = True):
         self.url = resolve_url(url_or_path)
         self.busy_timeout = resolve_busy_timeout(busy_timeout)
         self.engine = create_store_engine(self.url, self.busy_timeout)
@@ -39,7 +41,10 @@ class ResultsDatabase:
         try:
             try:
                 with self._faults():
-                    self.upgraded = migrate(self.engine, where=self.location)
+                    if upgrade:
+                        self.upgraded, self.missing = migrate(self.engine, where=self.location), []
+                    else:  # look only (merx db copy): a schema from a newer merx still raises
+                        self.upgraded, self.missing = [], missing_migrations(self.engine, where=self.location)
             except sa.exc.DBAPIError as exc:
                 raise StoreError(f"cannot open the results database {self.location}: {exc.orig}. "
                                  "Choose another with --db PATH (or MERX_DB).") from exc

@@ -204,3 +204,36 @@ def lock_schema(conn: sa.Connection) -> None:
     commit or rollback), which the concurrent CREATE TABLEs of two processes would not."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+
+
+def lock_new_runs(conn: sa.Connection) -> None:
+    """Hold back other processes' new runs until ``conn``'s transaction ends (``merx db copy``
+    choosing ids): SQLite's ``BEGIN IMMEDIATE`` already does; PostgreSQL locks the table
+    against writes (readers go on), waiting at most the busy timeout."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE runs IN EXCLUSIVE MODE")
+
+
+def highest_run_id(conn: sa.Connection) -> int:
+    """The highest run id the database has ever handed out (0 for none): deleted runs count,
+    since an id is never reused (SQLite's ``sqlite_sequence``, PostgreSQL's sequence)."""
+    top = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM runs").scalar()
+    if conn.dialect.name == "sqlite":
+        seq = conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'runs'").scalar()
+    elif conn.dialect.name == "postgresql":
+        name = conn.exec_driver_sql("SELECT pg_get_serial_sequence('runs', 'id')").scalar()
+        last, called = conn.exec_driver_sql(f"SELECT last_value, is_called FROM {name}").one()
+        seq = last if called else 0
+    else:
+        seq = 0
+    return max(int(top), int(seq or 0))
+
+
+def runs_inserted_with_ids(conn: sa.Connection) -> None:
+    """After rows were inserted into ``runs`` with explicit ids: make the next new run's id come
+    after them. SQLite's AUTOINCREMENT does it by itself; a PostgreSQL sequence does not."""
+    if conn.dialect.name == "postgresql":
+        name = conn.exec_driver_sql("SELECT pg_get_serial_sequence('runs', 'id')").scalar()
+        # Never backwards: ids above max(id) may belong to deleted runs.
+        conn.exec_driver_sql(f"SELECT setval('{name}', greatest((SELECT max(id) FROM runs), "
+                             f"(SELECT last_value FROM {name})))")

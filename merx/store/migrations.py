@@ -107,3 +107,10 @@ def migrate(engine: sa.Engine, migrations: list[Migration] | None = None, where:
                 name=fn.__name__, applied_at=datetime.now(timezone.utc).isoformat(timespec="microseconds")))
             done.append(fn.__name__)
     return done
+
+
+def missing_migrations(engine: sa.Engine, where: str = "the database") -> list[str]:
+    """Names of this merx's migrations the database lacks (all of them for a new database),
+    changing nothing; ``SchemaTooNew`` when it records migrations this merx does not know."""
+    with engine.execution_options(merx_begin="DEFERRED").begin() as conn:
+        return [fn.__name__ for fn in pending_migrations(conn, MIGRATIONS, where)]
