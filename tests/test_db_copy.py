@@ -189,6 +189,10 @@ def test_a_copy_changes_no_schema_and_refuses_what_it_cannot_copy(tmp_path, post
     out = merx("db", "copy", source, tmp_path / "fresh.db", "run7")
     assert out.exit_code == 2 and "no run run7 in" in out.stderr and "nothing was copied" in out.stderr
 
+    start(RunStore(source), 5)  # a run still training
+    out = merx("db", "copy", source, tmp_path / "fresh.db", "run2")
+    assert out.exit_code == 0 and "run2 is recorded running: copied as it stands" in out.stdout, out.output
+
 
 def test_db_is_a_command_group():
     out = merx("db", "--help")

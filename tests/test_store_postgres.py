@@ -204,6 +204,14 @@ def test_a_user_who_may_not_write_is_refused_before_any_work(postgres_server, po
     one_line_error(CliRunner().invoke(cli, ["runs", "--db", fresh_url]), r"permission denied for schema public")
 
 
+def test_a_value_longer_than_its_column_is_named_not_a_traceback(postgres_url):
+    store = RunStore(postgres_url)
+    with pytest.raises(StoreError, match=r"refused a value: value too long for type character varying\(200\)\. "
+                                         r"PostgreSQL enforces the column lengths"):
+        start(store, experiment="x" * 201)
+    assert store.list_runs() == []
+
+
 def test_a_plain_postgresql_url_gets_psycopg_and_a_missing_driver_names_the_extra(postgres_url):
     plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
     assert resolve_url(plain) == postgres_url

@@ -33,6 +33,9 @@ def copy_cmd(source, dest, runs):
             click.echo(f"run{r.source_id} is already in {dest_name} as run{r.dest_id}: skipped")
         elif r.source_id != r.dest_id:
             click.echo(f"run{r.source_id} -> run{r.dest_id}")
+        if r.copied and r.status == "running":
+            click.echo(f"run{r.source_id} is recorded running: copied as it stands; what its process writes "
+                       "from now on goes to the source only")
     copied = report.copied
     if not copied:
         click.echo(f"nothing copied into {dest_name}")

@@ -3,7 +3,8 @@
 What is copied is found in the schema, not listed here: the ``runs`` row and the rows of every
 table of ``schema.metadata`` with a foreign key to ``runs.id`` (epochs, metrics, baselines,
 predictions, failures, plugins, data notes, artifacts, and any table a later migration adds).
-Files (checkpoints, plots) are not copied: their paths are, as recorded.
+Files (checkpoints, plots) are not copied: their paths are, as recorded. A run still
+``running`` is copied as it stands: its process goes on writing to the source only.
 
 Run ids: they are kept when the destination has never handed out an id as high as the lowest
 one copied (a new database: a whole results.db copied keeps run12 as run12, and back again);
@@ -49,6 +50,7 @@ class Copied:
     source_id: int
     dest_id: int
     copied: bool
+    status: str = "completed"  # as recorded in the source
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def _write(dst: ResultsDatabase, runs: list[dict], rows: dict[str, list[dict]]) 
         for run in runs:
             existing = there.get(tuple(run[k] for k in IDENTITY))
             if existing is not None:
-                report[run["id"]] = Copied(run["id"], existing, False)
+                report[run["id"]] = Copied(run["id"], existing, False, run["status"])
             else:
                 new.append(run)
         keep_ids = bool(new) and new[0]["id"] > highest_run_id(conn)
@@ -161,7 +163,7 @@ def _write(dst: ResultsDatabase, runs: list[dict], rows: dict[str, list[dict]]) 
             except sa.exc.DataError as exc:  # a value the server's column does not take (too long)
                 raise StoreError(f"{format_run_id(run['id'])} cannot be copied into {dst.location}: {exc.orig} "
                                  "(nothing was copied).") from None
-            report[run["id"]] = Copied(run["id"], dest_id, True)
+            report[run["id"]] = Copied(run["id"], dest_id, True, run["status"])
         if keep_ids:
             runs_inserted_with_ids(conn)
         mapping = {r.source_id: r.dest_id for r in report.values() if r.copied}

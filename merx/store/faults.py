@@ -219,6 +219,10 @@ def postgres(exc: sa.exc.DBAPIError, location: str, busy_timeout: float) -> Stor
                          "rolled back and what was recorded before it is intact; free space on the server.")
     if state in _PG_MISSING:
         return lacking(location, first)
+    if state == "22001":  # string_data_right_truncation: SQLite would have taken it
+        return StoreError(f"the results database {location} refused a value: {first}. PostgreSQL enforces the "
+                          "column lengths of merx/store/schema.py (SQLite does not): shorten it (an experiment "
+                          "name, a song id, a plugin or metric name).")
     if state in _PG_CORRUPT:
         return StoreCorrupt(f"the results database {location} is damaged ({first}). Restore it from a backup.")
     if state is None or state.startswith(("08", "57P", "53")) or state.startswith("28") or state == "3D000":
