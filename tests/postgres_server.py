@@ -93,6 +93,10 @@ class PostgresServer:
         self._mkdir(self.socket_dir)
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", SUPERUSER, "-E", "UTF8", "--locale=C",
                   "--no-sync")
+        return self.start_again()
+
+    def start_again(self) -> PostgresServer:
+        """Start the server of an existing cluster (after ``start``; a test may stop it in between)."""
         options = (f"-p {PORT} -k {self.socket_dir} -c listen_addresses='' -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "-t", "60", "start")

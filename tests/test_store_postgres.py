@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from merx.cli import cli
-from merx.store import RunStore, StoreError, StoreLocked, StoreReadOnly, resolve_url, schema
+from merx.store import RunStore, StoreError, StoreLocked, StoreReadOnly, StoreUnreachable, resolve_url, schema
 from merx.store.migrations import MIGRATIONS
 
 from tiny_experiment import tiny_toml
@@ -154,6 +154,32 @@ def test_a_run_locked_elsewhere_waits_in_memory_while_other_runs_and_readers_go_
     assert store.get_run(other)["epochs"] == {1: {"train_loss": 2.0}}
 
 
+def test_a_server_restarted_mid_run_costs_the_run_nothing(monkeypatch):
+    """A server that goes away (a restart, the network) is waited for like a lock: the epoch
+    waits in memory, training goes on, and it is written once the server is back."""
+    from postgres_server import PostgresServer
+
+    monkeypatch.setenv("MERX_DB_FINAL_WAIT", "60")
+    server = PostgresServer().start()  # its own server: this test stops it
+    try:
+        url = server.url(server.new_database())
+        store = RunStore(url, write=True)
+        run_id = start(store)
+        store.add_epoch(run_id, 1, {"train_loss": 1.0})
+        server._run("pg_ctl", "-D", str(server.data), "-m", "fast", "-w", "stop")
+        store.add_epoch(run_id, 2, {"train_loss": 0.5})  # no exception: the server is gone
+        assert store.pending_epochs == [(run_id, 2)]
+        with pytest.raises(StoreUnreachable, match="the server cannot be reached"):
+            store.update_run(run_id, note="x")  # other writes say why (and are StoreLocked to retry)
+        server.running = False
+        server.start_again()
+        store.finish_run(run_id, "completed", epochs_run=2)  # pooled connections were dead: replaced
+        run = RunStore(url).get_run(run_id)
+        assert run["epochs"] == {1: {"train_loss": 1.0}, 2: {"train_loss": 0.5}} and run["status"] == "completed"
+    finally:
+        server.stop()
+
+
 # -- the server's failures, one line each ----------------------------------------------------------
 
 def one_line_error(result, *patterns):
@@ -170,7 +196,7 @@ def test_an_unreachable_server_a_refused_login_and_a_missing_database_are_named(
     u = sa.make_url(postgres_url)
     gone = u.update_query_dict({"host": str(postgres_server.root / "no-such-folder")}).render_as_string(False)
     err = one_line_error(CliRunner().invoke(cli, ["runs", "--db", gone]),
-                         r"cannot open the results database postgresql\+psycopg://postgres@/merx_test_\w+\?host=/",
+                         r"cannot use the results database postgresql\+psycopg://postgres@/merx_test_\w+\?host=/",
                          "the server cannot be reached", "start the server, or check the host, port")
     assert "%2F" not in err
     stranger = u.set(username="stranger", password="secret").render_as_string(False)

@@ -14,9 +14,10 @@ from merx.store.errors import (
     StoreFull,
     StoreLocked,
     StoreReadOnly,
+    StoreUnreachable,
 )
 from merx.store.runstore import DEFAULT_DB, ENV_VAR, STATUSES, RunStore, format_run_id, parse_run_id, resolve_url
 
 __all__ = ["RunStore", "StoreError", "RunNotFound", "InvalidRunId", "SchemaTooNew", "StoreLocked", "StoreReadOnly",
-           "StoreCorrupt", "StoreFull", "parse_run_id", "format_run_id", "resolve_url", "DEFAULT_DB", "ENV_VAR",
-           "STATUSES"]
+           "StoreCorrupt", "StoreFull", "StoreUnreachable", "parse_run_id", "format_run_id", "resolve_url",
+           "DEFAULT_DB", "ENV_VAR", "STATUSES"]

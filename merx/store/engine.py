@@ -24,7 +24,8 @@ that any number of processes on any number of machines can write to one database
   ``baselines``, ``predictions`` and ``data_notes`` refuse a duplicate row whatever happens;
 - every transaction sets ``lock_timeout`` to the busy timeout, so a write that waits longer for
   a lock held elsewhere fails with ``StoreLocked`` and the epoch waits in memory, exactly as on
-  SQLite (``merx.store.pending``); reads never wait (MVCC);
+  SQLite (``merx.store.pending``); a server that cannot be reached raises ``StoreUnreachable``,
+  a ``StoreLocked``, so a restart mid-run is waited for the same way; reads never wait (MVCC);
 - migrations take a transaction-level advisory lock (``lock_schema``): two processes opening a
   new database at once cannot both migrate it, and DDL is transactional (all or nothing);
 - a connection attempt gives up after ``CONNECT_TIMEOUT_S`` (an unreachable host fails instead

@@ -17,7 +17,13 @@ class SchemaTooNew(StoreError):
 
 
 class StoreLocked(StoreError):
-    """Another process held the write lock for longer than the busy timeout."""
+    """The database cannot take a write now but may later: another process held the write lock
+    for longer than the busy timeout, or (``StoreUnreachable``) its server cannot be reached.
+    A run's epochs wait in memory and its last write keeps trying (``merx.store.pending``)."""
+
+
+class StoreUnreachable(StoreLocked):
+    """The database server went away (down, restarting, the network): retried like a lock."""
 
 
 class StoreReadOnly(StoreError):

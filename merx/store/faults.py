@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from merx.errors import StoreError
 from merx.store.engine import ENV_BUSY_TIMEOUT
-from merx.store.errors import StoreCorrupt, StoreFull, StoreLocked, StoreReadOnly
+from merx.store.errors import StoreCorrupt, StoreFull, StoreLocked, StoreReadOnly, StoreUnreachable
 
 # SQLite's primary result codes (the low byte of an extended code).
 SQLITE_ERROR, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY = 1, 5, 6, 8
@@ -180,6 +180,12 @@ _PG_READ_ONLY = {"25006", "42501"}  # read_only_sql_transaction (a standby), ins
 _PG_FULL = {"53100"}  # disk_full
 _PG_MISSING = {"42P01", "42703"}  # undefined_table, undefined_column
 _PG_CORRUPT = {"XX001", "XX002"}  # data_corrupted, index_corrupted
+# libpq's words for a server that is not there (now, at least): down, restarting, unreachable.
+_PG_GONE = re.compile(
+    r"Connection refused|No such file or directory|timeout expired|could not translate host name|"
+    r"Name or service not known|Network is unreachable|No route to host|server closed the connection|"
+    r"terminating connection|connection is (bad|closed|lost)|the database system is (starting up|shutting down)",
+    re.I)
 # libpq's words for a connection that could not be made: what they mean, and the fix.
 _PG_CONNECT = (
     (re.compile(r"password authentication failed|no password supplied|role .* does not exist|no pg_hba\.conf entry|"
@@ -188,10 +194,8 @@ _PG_CONNECT = (
      "(postgresql://USER:PASSWORD@HOST/DATABASE, or PGPASSWORD / ~/.pgpass) and that pg_hba.conf admits them"),
     (re.compile(r'database ".*" does not exist', re.I),
      "the database does not exist on that server", "create it (createdb NAME, or CREATE DATABASE) or fix the URL"),
-    (re.compile(r"Connection refused|No such file or directory|timeout expired|could not translate host name|"
-                r"Name or service not known|Network is unreachable|No route to host|server closed the connection|"
-                r"the database system is (starting up|shutting down)", re.I),
-     "the server cannot be reached", "start the server, or check the host, port and socket folder in the URL"),
+    (_PG_GONE, "the server cannot be reached",
+     "start the server, or check the host, port and socket folder in the URL"),
 )
 
 
@@ -218,7 +222,8 @@ def postgres(exc: sa.exc.DBAPIError, location: str, busy_timeout: float) -> Stor
         return StoreFull(f"the PostgreSQL server of {location} has no space left ({first}). The failed write was "
                          "rolled back and what was recorded before it is intact; free space on the server.")
     if state in _PG_MISSING:
-        return lacking(location, first)
+        return StoreCorrupt(f"the results database {location} lacks what its migrations created ({first}; dropped "
+                            "by hand?). Restore it from a backup (pg_dump / pg_restore).")
     if state == "22001":  # string_data_right_truncation: SQLite would have taken it
         return StoreError(f"the results database {location} refused a value: {first}. PostgreSQL enforces the "
                           "column lengths of merx/store/schema.py (SQLite does not): shorten it (an experiment "
@@ -229,8 +234,10 @@ def postgres(exc: sa.exc.DBAPIError, location: str, busy_timeout: float) -> Stor
         text = str(orig)
         for pattern, what, fix in _PG_CONNECT:
             if pattern.search(text):
-                return StoreError(f"cannot open the results database {location}: {what} ({_one_line(text)}). "
-                                  f"Fix: {fix}; or choose another database with --db (or MERX_DB).")
+                # A server that went away may come back: a run's epochs wait for it, as for a lock.
+                error = StoreUnreachable if pattern is _PG_GONE else StoreError
+                return error(f"cannot use the results database {location}: {what} ({_one_line(text)}). "
+                             f"Fix: {fix}; or choose another database with --db (or MERX_DB).")
         if isinstance(exc, sa.exc.OperationalError) or state is not None:
             return StoreError(f"the results database {location} failed: {_one_line(text)}. Check that the server "
                               "is running and reachable, then try again.")

@@ -178,10 +178,11 @@ class RunStore(ResultsDatabase):
         try:
             with self._transaction(write=True) as conn:
                 written = self._pending.write(conn, self._require)
-        except StoreLocked:
+        except StoreLocked as exc:  # a lock held elsewhere, or a server gone for now (StoreUnreachable)
             self._pending.locked()
-            log.warning("%s is locked by another process: epoch %s of %s waits in memory (%d waiting) and is "
-                        "written once the lock is free; training goes on", self.location, epoch,
+            why = "is locked by another process" if type(exc) is StoreLocked else "cannot be reached"
+            log.warning("%s %s: epoch %s of %s waits in memory (%d waiting) and is "
+                        "written once it can be; training goes on", self.location, why, epoch,
                         format_run_id(run_id), len(self._pending))
             return
         self._pending.written(written)
