@@ -110,6 +110,13 @@ class RunError(MerxError):
     exit_code = 2
 
 
+class PredictError(MerxError):
+    """A run or model folder that cannot be used to predict (no checkpoint, a missing plugin, a
+    folder from a newer merx); names the run or folder and how to get a usable model."""
+
+    exit_code = 2
+
+
 class TrainingDiverged(RunError):
     """The loss (or the gradient) became NaN or infinite; ``epoch`` and ``step`` say where."""
 

@@ -13,4 +13,5 @@ MODULES = [
     "merx.commands.plugin",   # list-plugins, plugin new / check
     "merx.commands.config",   # config
     "merx.commands.db",       # db copy
+    "merx.commands.predict",  # predict, model export
 ]
