@@ -105,8 +105,10 @@ def test_an_exported_folder_reproduces_them_in_a_second_working_directory_withou
             out = merx_process("predict", folders[task], "--songs", runs["csv"], "--json", cwd=elsewhere)
             assert out.returncode == 0, out.stderr
             assert_reproduces(RunStore(runs["db"]).get_predictions(rid, "test"), json.loads(out.stdout), task)
-        # Features were cached in the second directory's own cache, not the training machine's.
-        assert (elsewhere / ".merx" / "cache").is_dir()
+        # Spectrograms and the frozen tower's outputs were cached in the second directory's own
+        # cache, not the training machine's.
+        assert any((elsewhere / ".merx" / "cache" / "mel").iterdir())
+        assert any((elsewhere / ".merx" / "cache" / "text").iterdir())
         # The run itself needs its text model; the message names it.
         gone = invoke("predict", f"run{runs['ids']['regression']}", "--songs", runs["csv"], "--db", runs["db"])
         assert gone.exit_code == 2 and "bert" in gone.stderr
@@ -439,3 +441,35 @@ def test_the_model_card_holds_the_runs_numbers(runs, tmp_path):
     manifest = json.loads((folder / "merx-model.json").read_text())
     assert manifest["run"]["test_metrics"] == run["metrics"]["test"]
     assert manifest["features"]["ref_power"] == 1.0 and manifest["features"]["n_frames"] == 87
+
+
+# -- single-modality models read only their modality ---------------------------------------------
+
+@pytest.mark.parametrize("modality", ["audio", "text"])
+def test_a_single_modality_run_needs_only_its_modality_and_reproduces_its_predictions(runs, tmp_path, modality):
+    from merx.config import resolve
+    from merx.pipeline import run
+
+    raw = tiny_raw(str(runs["bert"]), runs["root"] / "cache", task="regression", name=f"only-{modality}")
+    raw["model"]["modalities"] = modality
+    raw["train"]["epochs"] = 1
+    db = tmp_path / "r.db"
+    rid = run(resolve(raw), None, RunStore(db), progress=False).run_id
+    stored = RunStore(db).get_predictions(rid, "test")
+    # The CSV names both files; the model reads only its own column.
+    out = invoke("predict", f"run{rid}", "--songs", runs["csv"], "--json", "--db", db)
+    assert out.exit_code == 0, out.output
+    assert_reproduces(stored, json.loads(out.stdout), "regression")
+    rows = list(csv.DictReader(open(runs["csv"])))
+    if modality == "audio":  # audio files alone, no lyrics anywhere
+        files = [r["audio"] for r in rows]
+    else:  # lyrics files as the arguments
+        files = [r["lyrics"] for r in rows]
+    out = invoke("predict", f"run{rid}", *files, "--json", "--db", db)
+    assert out.exit_code == 0, out.output
+    printed = json.loads(out.stdout)["songs"]
+    assert [p["song"] for p in printed] == [Path(f).stem for f in files]
+    by_id = {p["song_id"]: p for p in stored}
+    for p, r in zip(printed, rows, strict=True):
+        assert (p["valence"], p["arousal"]) == (by_id[r["id"]]["pred_valence"], by_id[r["id"]]["pred_arousal"])
+        assert (p["audio"] is None) == (modality == "text") and (p["lyrics"] is None) == (modality == "audio")
