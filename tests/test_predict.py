@@ -202,14 +202,16 @@ def test_bad_songs_are_listed_with_their_file_and_fix_and_the_others_are_still_p
     (lyrics / "latin1.txt").write_bytes("caf\xe9 au soleil, d\xe9j\xe0 vu".encode("latin-1"))  # not UTF-8
     (lyrics / "garbage.txt").write_text("words", encoding="utf-8")
     (lyrics / "empty.txt").write_text("words", encoding="utf-8")
-    files = [audio / n for n in ("garbage.mp3", "good.mp3", "nolyrics.mp3", "latin1.mp3", "empty.wav")]
+    (lyrics / "missing.txt").write_text("words", encoding="utf-8")
+    files = [audio / n for n in ("garbage.mp3", "good.mp3", "nolyrics.mp3", "latin1.mp3", "empty.wav", "missing.mp3")]
     out = invoke("predict", f"run{runs['ids']['classification']}", *files, "--lyrics-dir", lyrics, "--json",
                  "--db", runs["db"], env={"COLUMNS": "400"})
     assert out.exit_code == 1, out.output
     printed = json.loads(out.stdout)
     assert [s["song"] for s in printed["songs"]] == ["good"]
     failures = {f["song"]: f for f in printed["failures"]}
-    assert list(failures) == ["garbage", "nolyrics", "latin1", "empty"]
+    assert list(failures) == ["garbage", "nolyrics", "latin1", "empty", "missing"]
+    assert "cannot read the audio file" in failures["missing"]["reason"] and "exists" in failures["missing"]["fix"]
     assert failures["garbage"]["path"] == str(audio / "garbage.mp3") and "decode" in failures["garbage"]["reason"]
     assert "ffmpeg" in failures["garbage"]["fix"]
     assert failures["empty"]["stage"] == "audio" and "empty" in failures["empty"]["reason"]
@@ -217,7 +219,7 @@ def test_bad_songs_are_listed_with_their_file_and_fix_and_the_others_are_still_p
     assert failures["nolyrics"]["path"] == str(lyrics / "nolyrics.txt")
     assert "not valid UTF-8" in failures["latin1"]["reason"] and "iconv" in failures["latin1"]["fix"]
     # The table says the same at the end, on stderr.
-    assert "4 song(s) not predicted" in out.stderr and "garbage.mp3" in out.stderr
+    assert "5 song(s) not predicted" in out.stderr and "garbage.mp3" in out.stderr
 
 
 def test_argument_misuse_is_a_usage_error(runs, tmp_path):
@@ -252,6 +254,11 @@ def test_a_failed_run_a_run_without_checkpoint_and_a_gone_checkpoint_are_refused
     out = invoke("predict", f"run{failed}", "x.mp3", "--db", tmp_path / "r.db")
     assert out.exit_code == 2
     assert f"run{failed} is failed: TrainingDiverged" in out.stderr and f"merx resume run{failed}" in out.stderr
+    running = store.start_run(experiment="tiny", experiment_file=None, config=cfg, config_hash="0" * 16,
+                              group_hash="0" * 16, seed=1, task=cfg["task"], device="cpu", versions={},
+                              git_commit=None)
+    out = invoke("predict", f"run{running}", "x.mp3", "--db", tmp_path / "r.db")
+    assert out.exit_code == 2 and f"run{running} is still running" in out.stderr
     bare = recorded_run(store, cfg, "completed")
     out = invoke("predict", f"run{bare}", "x.mp3", "--db", tmp_path / "r.db")
     assert out.exit_code == 2 and f"run{bare} recorded no checkpoint" in out.stderr
@@ -297,6 +304,8 @@ def test_a_folder_from_a_newer_merx_and_a_folder_that_is_not_one_are_refused(run
     assert out.exit_code == 2
     assert f"{folder} was written by merx 9.0.0 in model folder format 99" in out.stderr
     assert "pip install -U merx" in out.stderr
+    out = invoke("predict", tmp_path / "nowhere", "x.mp3")
+    assert out.exit_code == 2 and f"model folder {tmp_path / 'nowhere'} does not exist" in out.stderr
     plain_folder = tmp_path / "plain"
     plain_folder.mkdir()
     out = invoke("predict", plain_folder, "x.mp3")

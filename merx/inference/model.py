@@ -66,6 +66,10 @@ def load(source: str, db: str | None = None, strict: bool = False, device: str =
     """A model folder when ``source`` is a folder, else the run ``source`` (``12``, ``run12``) in ``db``."""
     if Path(source).is_dir():
         return load_from_folder(source, strict=strict, device=device)
+    if os.sep in source or source.startswith((".", "~")) or Path(source).exists():
+        raise PredictError(f"model folder {source} does not exist" if not Path(source).exists()
+                           else f"{source} is a file, not a model folder",
+                           hint="give a folder written by merx model export, or a run id (merx runs)")
     from merx.store import RunStore
     from merx.store.errors import InvalidRunId
     from merx.store.ids import parse_run_id
@@ -87,6 +91,9 @@ def load_from_run(store, run_id, strict: bool = False, device: str = "cpu") -> T
     run = store.get_run(run_id)
     label = f"run{run['id']}"
     rerun = _rerun_hint(run)
+    if run["status"] == "running":
+        raise PredictError(f"{label} is still running; only a completed run has the weights it was tested with",
+                           hint=f"predict once it has completed (merx show {label})")
     if run["status"] != "completed":
         why = f": {run['error']}" if run.get("error") else ""
         raise PredictError(f"{label} is {run['status']}{why}; only a completed run has the weights it was tested with",
