@@ -37,7 +37,8 @@ def _windows(ctx, param, value):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per forward pass (default: the run's).")
-@click.option("--cache-dir", metavar="DIR", help="Cache of spectrograms and text encodings (default: the run's).")
+@click.option("--cache-dir", metavar="DIR",
+              help="Cache of spectrograms and text encodings (default: the run's; .merx/cache for a model folder).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
 @click.option("--strict", is_flag=True, help="A plugin or model package whose installed version differs from "
                                              "the one trained with is an error, not a warning.")
@@ -47,8 +48,9 @@ def predict_cmd(source, paths, lyrics, lyrics_dir, songs_csv, windows, per_windo
     """Predict the emotion of songs with a trained run (run12) or an exported model folder.
 
     Per song: valence and arousal (regression) or the quadrant's class probabilities
-    (classification), and the quadrant. Songs whose files cannot be read are listed at the end
-    and make the exit status 1; the others are predicted."""
+    (classification), and the quadrant. A lyrics-only model takes lyrics files instead of audio.
+    Songs whose files cannot be read are listed at the end and make the exit status 1; the
+    others are predicted."""
     from merx.inference import load, predict
     from merx.inference.inputs import songs_from_arguments
 
