@@ -482,3 +482,26 @@ def test_a_single_modality_run_needs_only_its_modality_and_reproduces_its_predic
     for p, r in zip(printed, rows, strict=True):
         assert (p["valence"], p["arousal"]) == (by_id[r["id"]]["pred_valence"], by_id[r["id"]]["pred_arousal"])
         assert (p["audio"] is None) == (modality == "text") and (p["lyrics"] is None) == (modality == "audio")
+    if modality == "text":
+        out = invoke("predict", f"run{rid}", *files, "--windows", "2", "--db", db)
+        assert out.exit_code == 2 and "reads only lyrics: --windows chooses audio windows" in out.stderr
+
+
+def test_a_trained_text_tower_travels_in_the_folder_and_reproduces_its_predictions(runs, tmp_path):
+    from safetensors.torch import load_file
+
+    from merx.config import resolve
+    from merx.pipeline import run
+
+    raw = tiny_raw(str(runs["bert"]), runs["root"] / "cache", task="classification", name="trained-text")
+    raw["model"]["text"]["freeze"] = False
+    raw["train"]["epochs"] = 1
+    db = tmp_path / "r.db"
+    rid = run(resolve(raw), None, RunStore(db), progress=False).run_id
+    folder = tmp_path / "m"
+    assert invoke("model", "export", f"run{rid}", "--model-dir", folder, "--db", db).exit_code == 0
+    weights = load_file(folder / "weights.safetensors")
+    assert any(k.startswith("text_tower.") for k in weights)  # trained, so not the source's: in the folder
+    out = merx_process("predict", folder, "--songs", runs["csv"], "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert_reproduces(RunStore(db).get_predictions(rid, "test"), json.loads(out.stdout), "classification")

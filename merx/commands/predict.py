@@ -61,6 +61,8 @@ def predict_cmd(source, paths, lyrics, lyrics_dir, songs_csv, windows, per_windo
     trained = load(source, db=db, strict=strict, device=device)
     for warning in trained.warnings:
         click.echo(click.style("warning: ", fg="yellow") + clean(warning), err=True)
+    if windows is not None and not trained.model.uses_audio:
+        raise UsageError(f"{trained.label} reads only lyrics: --windows chooses audio windows", hint="leave it out")
     songs = songs_from_arguments(list(paths), list(lyrics), lyrics_dir, songs_csv,
                                  trained.model.uses_audio, trained.model.uses_text)
     result = predict(trained, songs, windows=windows, batch_size=batch_size, cache_dir=cache_dir,
