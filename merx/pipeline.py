@@ -275,8 +275,9 @@ def loaders(cfg: dict | Experiment, data: dict, device) -> tuple[dict, str]:
     """``{"train", "validate", "test"}`` -> the loader of each split's batches, and which path
     they take, in words. The one place that chooses: the feature bank
     (``merx.features.bank``: inputs loaded once, batched by index on the device) unless the
-    training inputs need per-song work each epoch (waveform or text augmentation, a spectrogram
-    augmentation plugin), which keeps the DataLoader path (``merx.dataset``) with its workers."""
+    training inputs need per-song work each epoch (waveform augmentation on the fly, text
+    augmentation, a spectrogram augmentation plugin), which keeps the DataLoader path
+    (``merx.dataset``) with its workers."""
     from merx.features.bank import bank_loaders, unsupported
 
     exp = as_experiment(cfg)

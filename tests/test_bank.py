@@ -60,11 +60,17 @@ def from_bank(loader, epoch):
     return out
 
 
-@pytest.mark.parametrize("crop", ["head", "middle", "max_energy", "random"])
-def test_bank_inputs_equal_the_per_song_inputs_for_every_crop_and_mask(experiment, crop):
+WAVEFORM = [{"name": "gain", "p": 0.8}, {"name": "time_stretch", "min_rate": 0.8, "max_rate": 1.2}]
+
+
+@pytest.mark.parametrize("crop, waveform", [("head", False), ("middle", False), ("max_energy", False),
+                                            ("random", False), ("middle", True), ("random", True)])
+def test_bank_inputs_equal_the_per_song_inputs_for_every_crop_and_mask(experiment, crop, waveform):
     from merx.features.bank import bank_loaders
 
-    data, _ = prepared_data(experiment(crop=crop, audio=MASKS))
+    # With waveform: precomputed variants (time-stretched: of other lengths), one picked per epoch.
+    data, _ = prepared_data(experiment(crop=crop, audio=(WAVEFORM if waveform else []) + MASKS))
+    assert data["train"].audio_augment.variants is not None or not waveform
     # Two batch sizes: what a song gets cannot depend on the batch it lands in.
     for batch_size in (5, 24):
         loaders, _ = bank_loaders(data, batch_size, seed=3, device="cpu", setting="auto")
@@ -142,6 +148,7 @@ def test_the_run_chooses_the_bank_unless_inputs_need_per_song_work(experiment):
     from merx.pipeline import loaders
 
     cases = [({"audio": MASKS}, BankLoader, "feature bank in memory"),
+             ({"audio": WAVEFORM + MASKS}, BankLoader, "feature bank in memory"),
              ({"audio": [{"name": "gain"}], "strategy": "on_the_fly"}, EpochLoader, "waveform augmentation"),
              ({"text": [{"name": "word_delete", "aug_p": 0.1}]}, EpochLoader, "text augmentation")]
     for options, kind, words in cases:

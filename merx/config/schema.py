@@ -183,7 +183,7 @@ SCHEMA: dict[str, Any] = {
         "data_on_device": F((str, bool), "auto", "Where the feature bank keeps a run's inputs: on the training "
                             "device (true), in pinned host memory copied per batch (false), or on the device when "
                             "all splits fit in half its free memory (auto). CPU runs keep them in memory either "
-                            "way. Runs with waveform augmentation (either strategy), text augmentation, or a "
+                            "way. Runs with on-the-fly waveform augmentation, text augmentation, or a "
                             "spectrogram augmentation plugin other than frequency_mask/time_mask use the DataLoader "
                             "instead.",
                             ("auto", True, False)),

@@ -23,9 +23,11 @@ Where it lives: ``train.data_on_device`` true keeps the bank on the training dev
 pinned host memory from which each batch is copied without blocking, and "auto" on the device
 when all splits fit in :data:`DEVICE_BUDGET` of its free memory. On a CPU it is host memory.
 
-Runs whose inputs are not a fixed function of the cached features take the DataLoader path
-(:func:`unsupported`): waveform augmentation (an extraction per song per epoch, or precomputed
-variants), text augmentation, and spectrogram augmentations other than the built-in band masks.
+Precomputed waveform variants (``augment.strategy = "precompute"``) are rows of the bank too, one
+per variant, and each epoch picks a song's row as the per-song path picks its file. Runs whose
+inputs are not a fixed function of cached features take the DataLoader path (:func:`unsupported`):
+waveform augmentation on the fly (an extraction per song per epoch), text augmentation, and
+spectrogram augmentations other than the built-in band masks.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import math
 import numpy as np
 import torch
 
-from merx.augment.seeding import generator
+from merx.augment.seeding import generator, pick
 from merx.dataset import epoch_order
 
 #: "auto" puts the banks on the device when they take at most this share of its free memory.
@@ -61,7 +63,7 @@ def unsupported(dataset) -> str | None:
     if getattr(dataset, "text_variants", None):
         return "text augmentation (a lyrics variant per song and epoch)"
     augment = getattr(dataset, "audio_augment", None)
-    if augment is not None and augment.waveform is not None:
+    if augment is not None and augment.waveform is not None and augment.strategy != "precompute":
         return f"waveform augmentation ({augment.strategy})"
     if _band_masks(dataset) is None:
         return "a spectrogram augmentation other than frequency_mask/time_mask"
@@ -71,8 +73,11 @@ def unsupported(dataset) -> str | None:
 class SplitBank:
     """One split's inputs (a ``merx.dataset.SongDataset``) as tensors on ``storage``.
 
-    ``mel`` is float32 ``[N, n_mels, W]`` dB: ``W = n_frames`` cropped windows, or for a random
-    training crop the full spectrograms padded with the floor (``lengths`` their frames)."""
+    ``mel`` is float32 ``[R, n_mels, W]`` dB, one row per spectrogram: ``W = n_frames`` cropped
+    windows, or for a random training crop the full spectrograms padded with the floor
+    (``lengths`` their frames). A row per song, except for a training split with precomputed
+    waveform variants: then song ``i``'s ``counts[i]`` variants are rows ``first[i]`` onwards,
+    and each epoch picks one (``merx.augment.seeding.pick``, as the per-song path does)."""
 
     def __init__(self, dataset):
         songs = dataset.songs
@@ -86,22 +91,34 @@ class SplitBank:
         view = dataset.mel_view
         self.mel = self.lengths = None
         self.random_crop = view is not None and self.train and view.strategy == "random"
+        augment = getattr(dataset, "audio_augment", None)
+        variants = augment.variants if self.train and augment is not None and augment.waveform is not None else None
+        # Each song's spectrograms: its precomputed waveform variants' files, else its cached clean one.
+        sources = [variants.paths[sid] if variants is not None else [None] for sid in self.song_ids]
+        self.counts = torch.tensor([len(p) for p in sources], dtype=torch.long)
+        self.first = torch.cumsum(self.counts, 0) - self.counts
+        self.variants = variants is not None
         if view is not None:
             self.n_frames, self.floor = view.n_frames, view.floor
-            self.mel, self.lengths = self._load(view)
+            self.mel, self.lengths = self._load(view, sources)
 
-    def _load(self, view) -> tuple[torch.Tensor, torch.Tensor]:
+    def _load(self, view, sources) -> tuple[torch.Tensor, torch.Tensor]:
+        from merx.features.crop import crop
         from merx.features.mel import to_db
 
+        dbs = [to_db(view.feature_set.load_power(sid) if path is None else np.load(path, allow_pickle=False),
+                     view.ref_power, view.top_db)
+               for sid, paths in zip(self.song_ids, sources, strict=True) for path in paths]
         if not self.random_crop:
             # The fixed window, exactly as the per-song path crops it (random evaluates as middle).
-            windows = [view.get(sid, train=False) for sid in self.song_ids]
+            strategy = "middle" if view.strategy == "random" else view.strategy
+            windows = [crop(db, view.n_frames, strategy, floor=view.floor) for db in dbs]
             mel = torch.from_numpy(np.stack(windows)) if windows else torch.empty(0, 0, view.n_frames)
-            return mel, torch.full((self.n,), view.n_frames, dtype=torch.long)
-        dbs = [to_db(view.feature_set.load_power(sid), view.ref_power, view.top_db) for sid in self.song_ids]
+            return mel, torch.full((len(windows),), view.n_frames, dtype=torch.long)
         lengths = [d.shape[-1] for d in dbs]
         width = max([view.n_frames, *lengths])
-        mel = torch.full((self.n, dbs[0].shape[0] if dbs else 0, width), np.float32(view.floor), dtype=torch.float32)
+        mel = torch.full((len(dbs), dbs[0].shape[0] if dbs else 0, width), np.float32(view.floor),
+                         dtype=torch.float32)
         for i, d in enumerate(dbs):
             mel[i, :, :d.shape[-1]] = torch.from_numpy(d)
         return mel, torch.tensor(lengths, dtype=torch.long)
@@ -126,12 +143,21 @@ class SplitBank:
 
     # -- one epoch's draws (host), the same generators as the per-song path -----------------
 
-    def crop_starts(self, epoch: int) -> torch.Tensor | None:
+    def rows(self, epoch: int) -> torch.Tensor | None:
+        """Each song's row of ``mel`` in ``epoch``: the variant it picks; None when rows are songs."""
+        if not self.variants:
+            return None
+        picks = [pick(self.seed, "audio_variant", epoch, sid, n)
+                 for sid, n in zip(self.song_ids, self.counts.tolist(), strict=True)]
+        return self.first + torch.tensor(picks, dtype=torch.long)
+
+    def crop_starts(self, epoch: int, rows: torch.Tensor | None = None) -> torch.Tensor | None:
         """Each song's random crop start in ``epoch`` (``merx.features.crop``: no draw for a song
-        not longer than the window, which is padded); None without a random crop."""
+        not longer than the window, which is padded), in the row it reads; None without a random crop."""
         if not self.random_crop:
             return None
-        spare = (self.lengths - self.n_frames).tolist()
+        lengths = self.lengths if rows is None else self.lengths[rows]
+        spare = (lengths - self.n_frames).tolist()
         return torch.tensor([int(generator(self.seed, "crop", epoch, sid).integers(0, s + 1)) if s > 0 else 0
                              for sid, s in zip(self.song_ids, spare, strict=True)], dtype=torch.long)
 
@@ -159,21 +185,22 @@ class SplitBank:
 
     def batch(self, index: torch.Tensor, song_ids: list[str], device: torch.device,
               starts: torch.Tensor | None = None, bands: list[torch.Tensor] = (),
-              index_on_device: torch.Tensor | None = None) -> dict:
-        """The inputs of songs ``index`` (a tensor on the bank's storage) on ``device``; ``starts``
-        (on the storage) and ``bands`` (on ``device``, indexed by ``index_on_device``) are an
-        epoch's draws."""
+              index_on_device: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> dict:
+        """The inputs of songs ``index`` (a tensor on the bank's storage) on ``device``; ``rows``
+        and ``starts`` (on the storage) and ``bands`` (on ``device``, indexed by
+        ``index_on_device``) are an epoch's draws."""
         copy = _copier(self.storage, device)
         out = {"song_id": song_ids, "target": copy(self.target.index_select(0, index))}
         for key, values in self.text.items():
             out[key] = copy(values.index_select(0, index))
         if self.mel is not None:
+            row = index if rows is None else rows.index_select(0, index)
             if starts is None:
-                mel = self.mel.index_select(0, index)
+                mel = self.mel.index_select(0, row)
             else:  # the random crop: a gather of each song's window
                 cols = starts.index_select(0, index)[:, None] + torch.arange(self.n_frames, device=index.device)
-                rows = torch.arange(self.mel.shape[1], device=index.device)
-                mel = self.mel[index[:, None, None], rows[None, :, None], cols[:, None, :]]
+                bands_ = torch.arange(self.mel.shape[1], device=index.device)
+                mel = self.mel[row[:, None, None], bands_[None, :, None], cols[:, None, :]]
             mel = copy(mel)
             for (_, mask), b in zip(self.masks, bands, strict=True):
                 mel = apply_bands(mel, b.index_select(0, index_on_device), mask.axis, mask.fill)
@@ -247,18 +274,18 @@ class BankLoader:
         bank, epoch = self.bank, self.epoch
         order = epoch_order(self.seed, epoch, bank.n) if self.shuffle else torch.arange(bank.n)
         ids = [bank.song_ids[i] for i in order.tolist()]
-        starts = bank.crop_starts(epoch)
+        rows = bank.rows(epoch)
+        starts = bank.crop_starts(epoch, rows)
         bands = bank.mask_bands(epoch)
         # One copy of the epoch's order and draws where they are used, none per batch.
         on_device = order.to(self.device) if bands else None
         order = order.to(bank.storage)
-        if starts is not None:
-            starts = starts.to(bank.storage)
+        rows, starts = [None if t is None else t.to(bank.storage) for t in (rows, starts)]
         bands = [b.to(self.device) for b in bands]
         for i in range(0, bank.n, self.batch_size):
             part = slice(i, i + self.batch_size)
             yield bank.batch(order[part], ids[part], self.device, starts, bands,
-                             on_device[part] if on_device is not None else None)
+                             on_device[part] if on_device is not None else None, rows)
 
 
 def bank_loaders(data: dict, batch_size: int, seed: int, device, setting) -> tuple[dict, str]:
