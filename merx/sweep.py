@@ -67,6 +67,8 @@ class Plan:
     seeds: list[int]
     cells: list[Cell]
     seeds_given: bool = False
+    #: The file's ``[executor]`` table, validated, every default filled (``merx.config.schema.EXECUTOR``).
+    executor: dict = field(default_factory=dict)
 
     @property
     def is_single(self) -> bool:
@@ -80,7 +82,8 @@ class Plan:
 
 @dataclass
 class CellRun:
-    """What happened to one (cell, seed): ``completed`` now, ``skipped`` (done before), or ``failed``."""
+    """What happened to one (cell, seed): ``completed`` now, ``skipped`` (done before), ``failed``,
+    or, under a parallel executor, ``lost`` (its worker died more often than retried) or ``interrupted``."""
 
     cell: int
     seed: int
@@ -97,7 +100,8 @@ class SweepResult:
 
     @property
     def failed(self) -> list[CellRun]:
-        return [r for r in self.runs if r.status == "failed"]
+        """The runs that did not complete: failed, lost, or interrupted."""
+        return [r for r in self.runs if r.status in ("failed", "lost", "interrupted")]
 
 
 def _short(value: Any) -> str:
@@ -152,6 +156,7 @@ def load_plan(file: str, sets: list[str] | tuple = (), seeds: str | int | list |
     if not isinstance(sweep, dict):
         raise ConfigError("expected a table of config keys, each with a list of values", file, "sweep")
     sweep = dict(sweep)
+    executor = _executor_table(raw.pop("executor", None), file)
     file_seeds = sweep.pop(SEEDS_KEY, None)
     seeds_key = f"sweep.{SEEDS_KEY}"
     train = raw.get("train")
@@ -200,7 +205,19 @@ def load_plan(file: str, sets: list[str] | tuple = (), seeds: str | int | list |
                 raise
             raise _cell_error(exc, file, values) from exc
         cells.append(Cell(index, values, configs))
-    return Plan(file, keys, seed_list, cells, seeds_given=given is not None)
+    return Plan(file, keys, seed_list, cells, seeds_given=given is not None, executor=executor)
+
+
+def _executor_table(table: Any, file: str) -> dict:
+    """The file's ``[executor]`` table checked against its schema, defaults filled in."""
+    from merx.config.schema import EXECUTOR
+    from merx.config.validate import validate
+
+    if table is None:
+        table = {}
+    if not isinstance(table, dict):
+        raise ConfigError("expected a table (e.g. [executor] with name = \"ray\")", file, "executor")
+    return validate(table, EXECUTOR, file, "executor.", None)
 
 
 def _cell_error(exc: ConfigError, file: str, values: dict) -> ConfigError:
@@ -226,8 +243,10 @@ def completed_run(store, cfg: dict) -> int | None:
 
 def run_plan(plan: Plan, store, rerun: bool = False, console=None, progress: bool = True) -> SweepResult:
     """Run every cell × seed of ``plan`` in turn, skipping configs that already completed (unless
-    ``rerun``). A run that fails is recorded and the sweep goes on; Ctrl-C stops it."""
-    from merx.pipeline import run
+    ``rerun``) and resuming those whose newest run was lost or interrupted. A run that fails is
+    recorded and the sweep goes on; Ctrl-C stops it. (Several at once: ``merx.executors``.)"""
+    from merx import pipeline
+    from merx.executors.driver import cell_state
 
     result = SweepResult(plan)
     k = 0
@@ -236,17 +255,21 @@ def run_plan(plan: Plan, store, rerun: bool = False, console=None, progress: boo
             k += 1
             h = config_hash(cfg)
             where = f"[{k}/{plan.size}] {cell.label}, seed {cfg['seed']}"
-            done = None if rerun else completed_run(store, cfg)
-            if done is not None:
+            state, done = ("new", None) if rerun else cell_state(store, cfg)
+            if state == "done":
                 result.runs.append(CellRun(cell.index, cfg["seed"], h, "skipped", done))
                 if console is not None:
                     console.print(f"[dim]{where}: already completed as run{done}, skipped "
                                   "(--rerun runs it again)[/dim]")
                 continue
             if console is not None:
-                console.print(f"[bold]{where}[/bold]")
+                console.print(f"[bold]{where}[/bold]" + (f": resuming run{done}, which was lost or interrupted"
+                                                         if state == "resume" else ""))
             try:
-                out = run(cfg, plan.file, store, progress=progress, console=console)
+                if state == "resume":
+                    out = pipeline.resume(store, done, progress=progress, console=console)
+                else:
+                    out = pipeline.run(cfg, plan.file, store, progress=progress, console=console)
                 result.runs.append(CellRun(cell.index, cfg["seed"], h, out.status, out.run_id))
             except Exception as exc:  # one failed cell must not cost the others; Ctrl-C still stops
                 rows = store.list_runs(config_hash=h, limit=1)
@@ -274,7 +297,8 @@ def summary(store, result: SweepResult, metric: str | None = None) -> dict:
     rows = []
     for cell in plan.cells:
         runs = [r for r in result.runs if r.cell == cell.index]
-        metrics = [store.get_run(r.run_id)["metrics"].get("test", {}) if r.run_id is not None and r.status != "failed"
+        metrics = [store.get_run(r.run_id)["metrics"].get("test", {}) if r.run_id is not None
+                   and r.status in ("completed", "skipped")
                    else {} for r in runs]
         rows.append({
             "cell": cell.label, "values": cell.values,
@@ -311,7 +335,8 @@ def render_summary(table: dict, console) -> None:
         runs = []
         for r in row["runs"]:
             name = r["run"] or "-"
-            runs.append(name + {"skipped": " (done before)", "failed": " (failed)"}.get(r["status"], ""))
+            runs.append(name + {"skipped": " (done before)", "failed": " (failed)", "lost": " (lost)",
+                                "interrupted": " (interrupted)"}.get(r["status"], ""))
         best = i == table["best"]
         t.add_row(Text("★ best" if best else "", style="bold green"), plain(row["cell"], "bold" if best else None),
                   plain(", ".join(runs)),

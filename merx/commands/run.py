@@ -18,17 +18,36 @@ from merx.commands.output import console, metrics_table, plain
 @click.option("--best-by", metavar="METRIC", default=None,
               help="Test metric that marks the best cell of a sweep (default: the monitored one).")
 @click.option("--dry-run", is_flag=True, help="Resolve, build the model, print parameter counts, and exit.")
+@click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default=None,
+              help="Where the runs execute: this machine, Ray tasks, Slurm jobs (default: [executor] name, else "
+                   "local).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="local: N runs at once in worker processes, spread over the GPUs (default 1: in this process).")
+@click.option("--cpus-per-run", type=click.IntRange(min=1), default=None, metavar="N",
+              help="ray, slurm: CPU cores per run.")
+@click.option("--gpus-per-run", type=click.FloatRange(min=0), default=None, metavar="X",
+              help="ray: GPUs per run, fractions allowed (0.25); slurm: whole GPUs per job.")
+@click.option("--max-retries", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Resume a run whose worker died up to N times (default: [executor] max_retries, else 1).")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="ray: the cluster to join (default $RAY_ADDRESS; none: a local Ray instance).")
+@click.option("--partition", default=None, help="slurm: the partition to submit to.")
+@click.option("--time", "time_min", type=click.IntRange(min=1), default=None, metavar="MINUTES",
+              help="slurm: time limit of each job.")
 @db_option()
-def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db):
+def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db, **executor):
     """Train and evaluate the experiment in FILE; record everything in the results database.
 
     With --seeds, or a [sweep] table in FILE, runs every cell × seed, skips configs that already
-    completed (unless --rerun) and ends with a summary table, the best cell marked."""
+    completed (unless --rerun), resumes those whose run was lost or interrupted, and ends with a
+    summary table, the best cell marked. --executor and --jobs run them in parallel: see the
+    README's "Scaling out"."""
     from merx.commands.plan import load_plan
 
     plan = load_plan(file, sets, seeds, db=db)
-    if not plan.is_single:
-        _run_plan(plan, rerun, best_by, dry_run, db)
+    settings = _executor_settings(plan, executor)
+    if not plan.is_single or settings.name != "local" or settings.jobs > 1:
+        _run_plan(plan, rerun, best_by, dry_run, db, settings)
         return
     cfg = plan.cells[0].configs[0]
     if dry_run:
@@ -57,8 +76,17 @@ def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db):
                             plain(f" in {store.location}; `merx show run{result.run_id}`")))
 
 
-def _run_plan(plan, rerun, best_by, dry_run, db):
-    """``merx run`` with seeds or a sweep: every cell × seed, then the summary table."""
+def _executor_settings(plan, given: dict):
+    """The file's ``[executor]`` table with the options given on the command line over it."""
+    from merx.config.settings import ExecutorSettings
+
+    names = {"executor": "name", "time_min": "time"}
+    over = {names.get(k, k): v for k, v in given.items() if v is not None}
+    return ExecutorSettings.from_table({**plan.executor, **over})
+
+
+def _run_plan(plan, rerun, best_by, dry_run, db, settings):
+    """``merx run`` with seeds, a sweep or an executor: every cell × seed, then the summary table."""
     from rich.table import Table
 
     from merx.compare import group_label
@@ -85,10 +113,22 @@ def _run_plan(plan, rerun, best_by, dry_run, db):
         _print_dry_run(plan.cells[0].configs[0])
         return
     kept = "finished runs are kept, and running the same command again skips them"
+    parallel = settings.name != "local" or settings.jobs > 1
     with sigterm_as_interrupt():
         try:
-            result = run_plan(plan, store, rerun=rerun, console=out, progress=True)
+            if parallel:
+                from merx.executors import open_backend
+                from merx.executors.driver import can_resume, run_with
+
+                backend = open_backend(settings)  # a missing extra or an unreachable cluster fails here
+                result = run_with(backend, plan, store, rerun=rerun, max_retries=settings.max_retries, console=out)
+            else:
+                result = run_plan(plan, store, rerun=rerun, console=out, progress=True)
         except KeyboardInterrupt as exc:
+            if parallel:
+                again = " and resumes the interrupted ones" if can_resume() else ""
+                raise interrupted_error(exc, "", "the runs in flight were cancelled and are recorded as "
+                                        f"'interrupted'; {kept}{again}") from None
             raise interrupted_error(exc, "the current run, {run}, is recorded as 'interrupted'; " + kept,
                                     "the current run had not started, so nothing of it was recorded; " + kept,
                                     ) from None

@@ -202,6 +202,32 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
+#: The ``[executor]`` table: where the runs of a sweep or seed group execute. Like ``[sweep]``
+#: it says how to run, not what a run computes, so it is not part of any run's config or hash
+#: (``merx.sweep.load_plan`` takes it out); command-line options win over it.
+EXECUTOR: dict[str, Any] = {
+    "name": F(str, "local", "Where the runs of a sweep or seed group execute (`--executor`): processes on this "
+              "machine, Ray tasks, or Slurm jobs through submitit.", ("local", "ray", "slurm")),
+    "jobs": F(int, 1, "local: runs at once (`--jobs`); 1 runs them one after another in this process. Spread over "
+              "the GPUs (several per GPU when there are more jobs than GPUs); without GPUs the CPU threads are "
+              "split between them.", ge=1),
+    "cpus_per_run": F(int, 1, "ray, slurm: CPU cores each run asks for (`--cpus-per-run`); its torch threads.",
+                      ge=1),
+    "gpus_per_run": F(float, 0.0, "ray: GPUs each run asks for, fractions allowed (0.25: four runs share a GPU); "
+                      "slurm: whole GPUs per job (`--gpus-per-run`).", ge=0),
+    "max_retries": F(int, 1, "Times a lost or interrupted run (its worker died, its job was pre-empted) is resumed "
+                     "before the sweep gives up on it (`--max-retries`).", ge=0),
+    "ray_address": F(str, "", "ray: the cluster to join (`--ray-address`; else `RAY_ADDRESS`); empty starts a "
+                     "local Ray instance."),
+    "partition": F(str, "", "slurm: the partition (`--partition`); empty: the cluster's default."),
+    "time": F(int, 60, "slurm: time limit of each job in minutes (`--time`).", ge=1),
+    "account": F(str, "", "slurm: the account to charge; empty: your default."),
+    "folder": F(str, ".merx/slurm", "slurm: where submitit keeps each job's task, output and log (on a cluster, a "
+                "folder on a shared filesystem)."),
+    "cluster": F(str, "slurm", "slurm: submit to Slurm, or run the same jobs as processes on this machine through "
+                 "submitit's local executor (to try a setup without a cluster).", ("slurm", "local")),
+}
+
 
 def schema_markdown() -> str:
     """The config reference table of the README, generated from ``SCHEMA`` so it cannot drift."""
@@ -226,6 +252,7 @@ def schema_markdown() -> str:
     by_name = "".join(f"; any setting `{name}`: {spec.range_text()}" for name, spec in PLUGIN_SETTINGS.items())
 
     walk(SCHEMA, "")
+    walk(EXECUTOR, "executor.")
     return "\n".join(rows)
 
 

@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from merx.config.schema import SCHEMA, F, PluginTable
+from merx.config.schema import EXECUTOR, SCHEMA, F, PluginTable
 
 
 def _spec(dotted: str):
@@ -234,3 +234,26 @@ class Experiment:
         from merx.data.songs import QUADRANTS
 
         return len(QUADRANTS) if self.task == "classification" else 2
+
+
+def _executor_default(key: str):
+    return field(default=EXECUTOR[key].default)
+
+
+@dataclass(frozen=True)
+class ExecutorSettings(_Section):
+    """Where the runs of a sweep or seed group execute: the experiment's ``[executor]`` table
+    (``merx.config.schema.EXECUTOR``) with the command line's options applied over it. Not part
+    of any run's config: it changes where runs happen, never what they compute."""
+
+    name: str = _executor_default("name")
+    jobs: int = _executor_default("jobs")
+    cpus_per_run: int = _executor_default("cpus_per_run")
+    gpus_per_run: float = _executor_default("gpus_per_run")
+    max_retries: int = _executor_default("max_retries")
+    ray_address: str = _executor_default("ray_address")
+    partition: str = _executor_default("partition")
+    time: int = _executor_default("time")
+    account: str = _executor_default("account")
+    folder: str = _executor_default("folder")
+    cluster: str = _executor_default("cluster")
