@@ -13,6 +13,7 @@ A backend has ``capacity`` (tasks at once; None: all, the cluster queues them), 
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -112,7 +113,8 @@ def run_with(backend, plan, store, rerun: bool = False, max_retries: int = 1, co
         run = f"run{out.run_id}" if out.run_id is not None else "(not recorded)"
         if out.status == "completed":
             counts.done += 1
-            say(f"{where}: completed as [bold]{run}[/bold]  [dim]{counts.text(backend.in_flight(), backend.capacity is None)}[/dim]")
+            now = counts.text(backend.in_flight(), backend.capacity is None)
+            say(f"{where}: completed as [bold]{run}[/bold]  [dim]{now}[/dim]")
         elif out.status == "failed":
             counts.failed += 1
             say(f"[red]{where} failed as {run}:[/red] {_escape(out.error or '')}")
@@ -127,10 +129,32 @@ def run_with(backend, plan, store, rerun: bool = False, max_retries: int = 1, co
                 + (f" (merx resume run{run_id})" if run_id is not None else ""))
         result.runs.append(CellRun(task.cell, task.seed, task.config_hash, out.status, out.run_id, out.error))
 
+    def ready(task: Task) -> bool:
+        """A lost run on another host stays ``running`` until its heartbeat lapses: resuming it
+        before then would be refused, so its retry waits (the local host knows at once)."""
+        if task.resume_run is None or task.attempt == 0:
+            return True
+        if store.get_run(task.resume_run)["status"] != "running":
+            return True
+        if task.index not in waiting:
+            waiting.add(task.index)
+            say(f"{labels[task.index]}: waiting until run{task.resume_run}'s heartbeat lapses "
+                "(MERX_HEARTBEAT_TIMEOUT) before resuming it")
+        return False
+
+    waiting: set[int] = set()
     try:
         while queue or backend.in_flight():
+            held = []
             while queue and (backend.capacity is None or backend.in_flight() < backend.capacity):
-                backend.submit(queue.popleft())
+                task = queue.popleft()
+                if ready(task):
+                    backend.submit(task)
+                else:
+                    held.append(task)
+            queue.extend(held)
+            if held and not backend.in_flight():
+                time.sleep(1.0)
             for task, out in backend.poll(0.5):
                 finish(task, out)
     except KeyboardInterrupt:
