@@ -3,6 +3,7 @@ a local Ray instance, submitit's local executor), one worker killed mid-run and 
 and Ctrl-C (a real SIGINT to a real driver) cancelling what is in flight."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -204,3 +205,21 @@ def test_a_missing_extra_is_named_with_its_install_command(tmp_path, monkeypatch
     assert result.exit_code != 0
     assert f"--executor {executor} needs" in result.output and f"pip install '{extra}'" in result.output
     assert not RunStore(tmp_path / "r.db").list_runs(limit=None)  # nothing ran, nothing recorded
+
+
+def test_an_option_of_another_executor_is_a_usage_error(tmp_path):
+    (tmp_path / "a.toml").write_text("seed = 3\n")
+    result = invoke("run", tmp_path / "a.toml", "--executor", "ray", "--jobs", 2, "--db", tmp_path / "r.db")
+    assert result.exit_code == 2 and "--jobs does not apply to --executor ray" in result.output
+    assert "it is for --executor local" in result.output
+    result = invoke("run", tmp_path / "a.toml", "--partition", "gpu", "--db", tmp_path / "r.db")
+    assert result.exit_code == 2 and "--partition does not apply to --executor local" in result.output
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="this machine is a Slurm node")
+def test_slurm_without_a_cluster_says_how_to_try_it_locally(tmp_path):
+    pytest.importorskip("submitit")
+    (tmp_path / "a.toml").write_text("seed = 3\n")
+    result = invoke("run", tmp_path / "a.toml", "--executor", "slurm", "--db", tmp_path / "r.db")
+    assert result.exit_code != 0 and "cannot submit Slurm jobs from here" in result.output
+    assert 'cluster = "local"' in result.output

@@ -79,10 +79,23 @@ def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db, **executor):
 def _executor_settings(plan, given: dict):
     """The file's ``[executor]`` table with the options given on the command line over it."""
     from merx.config.settings import ExecutorSettings
+    from merx.errors import UsageError
 
     names = {"executor": "name", "time_min": "time"}
     over = {names.get(k, k): v for k, v in given.items() if v is not None}
-    return ExecutorSettings.from_table({**plan.executor, **over})
+    settings = ExecutorSettings.from_table({**plan.executor, **over})
+    for option, key in _ONLY_FOR.items():
+        if given.get(key) is not None and settings.name not in _ONLY_FOR_EXECUTORS[option]:
+            raise UsageError(f"{option} does not apply to --executor {settings.name}",
+                             hint=f"it is for --executor {' or '.join(_ONLY_FOR_EXECUTORS[option])}")
+    return settings
+
+
+#: Options that mean something to some executors only: given to another, they are a mistake.
+_ONLY_FOR = {"--jobs": "jobs", "--cpus-per-run": "cpus_per_run", "--gpus-per-run": "gpus_per_run",
+             "--ray-address": "ray_address", "--partition": "partition", "--time": "time_min"}
+_ONLY_FOR_EXECUTORS = {"--jobs": ("local",), "--cpus-per-run": ("ray", "slurm"), "--gpus-per-run": ("ray", "slurm"),
+                       "--ray-address": ("ray",), "--partition": ("slurm",), "--time": ("slurm",)}
 
 
 def _run_plan(plan, rerun, best_by, dry_run, db, settings):
