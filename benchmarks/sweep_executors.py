@@ -67,26 +67,29 @@ def main():
                        capture_output=True)
         print(f"{args.runs} runs ({args.runs // 2} cells × 2 seeds), {args.epochs} epochs each, "
               f"{os.cpu_count()} CPUs; median of {args.repeat}")
-        results = {}
-        for mode in args.modes.split(","):
-            times = []
-            for i in range(args.repeat):
+        # Modes take turns within each repeat, so a burst of load from other jobs on the machine
+        # falls on all of them rather than on one; the load average is printed beside each time.
+        times: dict[str, list[float]] = {m: [] for m in args.modes.split(",")}
+        for i in range(args.repeat):
+            for mode in times:
                 db = root / f"{mode}-{i}.db"
+                load = os.getloadavg()[0]
                 t0 = time.perf_counter()
                 out = subprocess.run([sys.executable, "-m", "merx", "run", "sweep.toml", "--db", db, *MODES[mode]],
                                      cwd=root, env=env, capture_output=True, text=True)
-                times.append(time.perf_counter() - t0)
+                times[mode].append(time.perf_counter() - t0)
                 if out.returncode != 0:
                     sys.exit(f"{mode} failed:\n{out.stdout}\n{out.stderr}")
                 from merx.store import RunStore
 
                 statuses = [r["status"] for r in RunStore(db).list_runs(limit=None)]
                 assert statuses == ["completed"] * args.runs, statuses
-            results[mode] = statistics.median(times)
-            base = results.get("serial")
-            ratio = f"  ({base / results[mode]:.2f}× serial)" if base and mode != "serial" else ""
-            print(f"{mode:12s} {results[mode]:7.1f} s{ratio}   [{', '.join(f'{t:.1f}' for t in times)}]", flush=True)
-
+                print(f"  {mode:12s} {times[mode][-1]:6.1f} s  (load average {load:.1f} before)", flush=True)
+        base = statistics.median(times["serial"]) if "serial" in times else None
+        for mode, ts in times.items():
+            med = statistics.median(ts)
+            ratio = f"  ({base / med:.2f}× serial's speed)" if base and mode != "serial" else ""
+            print(f"{mode:12s} {med:7.1f} s median{ratio}   [{', '.join(f'{t:.1f}' for t in ts)}]")
 
 if __name__ == "__main__":
     main()
