@@ -376,7 +376,7 @@ def test_a_plugin_of_another_version_warns_or_with_strict_refuses_and_a_missing_
     assert "scaled-fusion 1.0.0" in (folder / "README.md").read_text()
     song = runs["songs"][next(iter(csv.DictReader(open(runs["csv"]))))["id"]]
     args = ["predict", folder, song.audio_path, "--lyrics", song.lyrics_path, "--json"]
-    env = {"PYTHONPATH": str(site)}
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)}
 
     same = merx_process(*args, cwd=tmp_path, env=env)
     assert same.returncode == 0 and "warning" not in same.stderr, same.stderr
