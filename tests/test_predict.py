@@ -165,6 +165,9 @@ def test_windows_of_a_song_in_two_halves_differ_and_their_mean_lies_between(runs
     every = json.loads(invoke("predict", f"run{rid}", song, "--lyrics", lyrics, "--windows", "all", "--json",
                               "--per-window", "--db", runs["db"]).stdout)["songs"][0]
     assert len(every["windows"]) == 2 and every["windows"][1]["start_s"] == second["start_s"]
+    table = invoke("predict", f"run{rid}", song, "--lyrics", lyrics, "--windows", "2", "--per-window",
+                   "--db", runs["db"], env={"COLUMNS": "200"}).stdout
+    assert "@ 0.0s" in table and "@ 1.0s" in table and f"{p['valence']:.3f}" in table
     # Classification: the mean of the class probabilities, and per-window rows in the CSV.
     cls = invoke("predict", f"run{runs['ids']['classification']}", song, "--lyrics", lyrics, "--windows", "3",
                  "--per-window", "--csv", "--db", runs["db"])
