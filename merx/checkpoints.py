@@ -1,9 +1,27 @@
-"""Checkpoints written so that the file at a checkpoint's path is always whole, and disk-full errors.
+"""A run's checkpoints: what they hold, how they are written so that a file is always whole,
+how weights are loaded back, and disk-full errors.
+
+A run folder holds two checkpoints, both overwritten in place (only the last and the best are kept):
+
+``last.pt``
+    the whole training state at the end of the latest finished epoch (:meth:`merx.train.Trainer.state_dict`:
+    model, optimizer, scheduler, gradient scaler, early stopping, epoch, history, RNG states),
+    what ``merx resume`` continues from.
+``best.pt``
+    the best epoch's weights, written when an epoch improves: ``{"model", "best_epoch",
+    "ref_power", "config", "frozen"}``; the run row's ``checkpoint_path`` names it.
+
+Neither holds a frozen tower's weights (a module with ``frozen = True``, such as a frozen
+text encoder: 22 M of MiniLM's parameters against a few hundred thousand trained ones). They
+are identified instead (``"frozen": {key prefix: the tower's identity}``) and come from the
+pretrained model when the model is built; :func:`load_weights` checks that nothing else is
+missing. Every checkpoint holds only tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(weights_only=True)``: loading one never runs code.
 
 A checkpoint goes to a temporary file in the same folder, is flushed and fsynced, then
 ``os.replace`` puts it in place (an atomic rename on one file system). A write that fails (the
 disk full, a file-size limit, Ctrl-C, SIGTERM) removes the temporary file, so neither a
-truncated ``best.pt`` nor a stray temporary file is left for anyone to load.
+truncated checkpoint nor a stray temporary file is left for anyone to load.
 """
 
 from __future__ import annotations
@@ -14,7 +32,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from merx.errors import DiskFull
+from merx.errors import DiskFull, RunError
+
+#: File names in a run folder.
+LAST, BEST = "last.pt", "best.pt"
 
 #: errnos meaning "no room": a full disk, a file-size limit (RLIMIT_FSIZE), a disk quota.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
@@ -121,3 +142,105 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# -- what a checkpoint holds -------------------------------------------------------------------
+
+def frozen_prefixes(model) -> dict[str, str]:
+    """``{state_dict key prefix: identity}`` of the model's frozen submodules (``frozen = True``,
+    e.g. a frozen text tower): their weights come from the pretrained model, not a checkpoint.
+    The identity is the module's ``identity`` (a text tower's model name, version and settings)."""
+    out = {}
+    for name, module in model.named_modules():
+        if name and getattr(module, "frozen", False) is True and not any(name.startswith(p) for p in out):
+            out[name + "."] = str(getattr(module, "identity", type(module).__name__))
+    return out
+
+
+def trained_state(model) -> dict:
+    """``model.state_dict()`` less the frozen submodules' entries (see :func:`frozen_prefixes`)."""
+    prefixes = tuple(frozen_prefixes(model))
+    return {k: v for k, v in model.state_dict().items() if not (prefixes and k.startswith(prefixes))}
+
+
+def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
+    """A checkpoint written by merx, loaded with ``weights_only=True`` (no code runs)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunError(f"checkpoint {path} does not exist", exit_code=1) from None
+    except Exception as exc:  # pickle errors, a truncated file written by something else
+        raise RunError(f"cannot read the checkpoint {path}: {type(exc).__name__}: {exc}", exit_code=1) from exc
+
+
+def load_weights(model, path_or_checkpoint, map_location=None) -> dict:
+    """Load a checkpoint's ``model`` weights into ``model`` (built with its pretrained frozen
+    towers) and return the checkpoint. Only the frozen towers' keys may be missing, and only
+    when their identity matches the one the checkpoint recorded; anything else is a ``RunError``
+    naming the keys (a model built from another config)."""
+    ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, dict) else load_checkpoint(path_or_checkpoint,
+                                                                                            map_location)
+    where = "the checkpoint" if isinstance(path_or_checkpoint, dict) else str(path_or_checkpoint)
+    frozen = frozen_prefixes(model)
+    recorded = ckpt.get("frozen") or {}
+    for prefix, identity in recorded.items():
+        if prefix in frozen and frozen[prefix] != identity:
+            raise RunError(f"{where} was trained on top of the frozen {prefix.rstrip('.')} {identity!r}, but this "
+                           f"model's is {frozen[prefix]!r}: build the model from the run's own config", exit_code=1)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as exc:  # shapes differ
+        raise RunError(f"{where} does not fit this model: {exc}", exit_code=1) from None
+    missing = [k for k in missing if not k.startswith(tuple(frozen))]
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing (e.g. {', '.join(missing[:3])})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})" if unexpected else ""]
+        raise RunError(f"{where} does not fit this model: weights " + " and ".join(p for p in parts if p)
+                       + "; build the model from the run's own config", exit_code=1)
+    return ckpt
+
+
+class RunCheckpoints:
+    """The checkpoints of one run, in ``folder``: :data:`LAST` and :data:`BEST` (module docstring).
+
+    ``extra`` goes into every best checkpoint beside the weights (``ref_power``, ``config``);
+    ``on_write(kind, path)`` is called after each file is written ("last" or "best"), so that the
+    run can list it in the store's artifacts."""
+
+    def __init__(self, folder: str | os.PathLike, extra: dict | None = None, on_write=None):
+        self.folder = Path(folder)
+        self.extra = dict(extra or {})
+        self.on_write = on_write
+
+    @property
+    def last(self) -> Path:
+        return self.folder / LAST
+
+    @property
+    def best(self) -> Path:
+        return self.folder / BEST
+
+    def save_last(self, state: dict) -> Path:
+        return self._write("last", self.last, state)
+
+    def save_best(self, model, epoch: int | None) -> Path:
+        """The model's weights as the best epoch's, frozen towers left out (epoch None: no epoch
+        was best, and these are the weights the run ends with)."""
+        ckpt = {"model": trained_state(model), "best_epoch": None if epoch is None else int(epoch),
+                "frozen": frozen_prefixes(model),
+                **self.extra}
+        return self._write("best", self.best, ckpt)
+
+    def restore_best(self, model) -> dict | None:
+        """Put the best weights back into ``model``; the checkpoint, or None when there is none."""
+        if not self.best.exists():
+            return None
+        return load_weights(model, self.best)
+
+    def _write(self, kind: str, path: Path, obj) -> Path:
+        save_checkpoint(obj, path)
+        if self.on_write is not None:
+            self.on_write(kind, path)
+        return path

@@ -78,3 +78,16 @@ class EarlyStopping:
                 self.stop_reason = (f"{self.monitor} did not improve by more than {self.min_delta:g} for "
                                     f"{self.wait_count} epochs in a row (patience {self.patience})")
         return is_best
+
+    def state_dict(self) -> dict:
+        """Everything ``update`` has learnt, as plain values (a checkpoint loads it with weights_only)."""
+        from dataclasses import asdict
+
+        return {**asdict(self), "ref": self._ref}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            if key == "ref":
+                self._ref = float(value)
+            else:
+                setattr(self, key, value)

@@ -294,17 +294,9 @@ def loaders(cfg: dict | Experiment, data: dict, device) -> tuple[dict, str]:
 
 
 def run_folder(store, run_id: int) -> Path:
-    """Where a run's files go: ``<database folder>/runs/<database file stem>/run<id>``.
-
-    Beside the results database, not the working directory, so the database and its runs' files
-    move together; namespaced by the database's name, so two databases in one folder never
-    share a folder for their run 12. A database server has no folder: its runs go under the
-    working directory's ``runs/<database name>``."""
-    location = Path(store.location)
-    if str(store.url).startswith("sqlite") and location.is_absolute():
-        return location.parent / "runs" / location.stem / f"run{run_id}"
-    name = getattr(getattr(store, "engine", None), "url", None)
-    return Path.cwd().resolve() / "runs" / (getattr(name, "database", None) or "server") / f"run{run_id}"
+    """Where a run's files go: ``store.run_folder(run_id)`` (``merx.store.folders``: under one
+    configurable root, in a folder of the store's own, so two databases never share one)."""
+    return store.run_folder(run_id)
 
 
 @dataclass
@@ -325,21 +317,44 @@ def run(cfg: dict, file: str | None, store, progress: bool = True, console=None)
     (SIGTERM as its subclass ``merx.interrupts.Terminated``) carrying ``run_id``; an interrupt
     before the run was recorded (while preparing data and features) carries none. Where nothing
     handled SIGTERM before, the process then ends by it (``merx.interrupts.sigterm_as_interrupt``).
-    A full disk fails the run with ``DiskFull``; the checkpoint is written atomically, never
-    left truncated."""
+    A full disk fails the run with ``DiskFull``; checkpoints are written atomically, never
+    left truncated. Every epoch ends with a checkpoint (``merx.checkpoints``) that
+    :func:`resume` continues from."""
+    return _guarded(cfg, lambda: _run(cfg, file, store, progress, console))
+
+
+def resume(store, run_id: int | str, progress: bool = True, console=None) -> RunResult:
+    """Continue an ``interrupted``, ``failed`` or ``lost`` run under its own id, from the
+    checkpoint of its last finished epoch (from the start when it finished none): the remaining
+    epochs see the data order and random draws of a run never stopped, so on a CPU the final
+    weights and metrics are those of an uninterrupted run. Epochs recorded before the checkpoint
+    are kept and the resumed run appends to them; any recorded after it (the process died between
+    recording an epoch and writing its checkpoint) are trained again. Interrupts and failures
+    are recorded as :func:`run` records them. A run that completed, or is still running, is a
+    ``StoreError`` saying so."""
+    from merx.store.runstore import check_resumable
+
+    row = store.get_run(run_id)
+    check_resumable(row)  # a clear refusal before any data is prepared; reopen_run checks again, atomically
+    cfg = row["config"]
+    return _guarded(cfg, lambda: _run(cfg, row["experiment_file"], store, progress, console, resume_id=row["id"]))
+
+
+def _guarded(cfg: dict, body):
     from merx.devices import deterministic_algorithms
 
     # Deterministic algorithms from the start, not only for the fit: cuBLAS reads its workspace
     # setting at its first use, which the frozen text encoder makes before training.
     with sigterm_as_interrupt(), disk_full_named(), deterministic_algorithms(as_experiment(cfg).train.deterministic):
-        return _run(cfg, file, store, progress, console)
+        return body()
 
 
-def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResult:
+def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id: int | None = None) -> RunResult:
     from merx.baselines import Targets, compute_baselines
-    from merx.checkpoints import disk_full, no_space, save_checkpoint
+    from merx.checkpoints import RunCheckpoints, disk_full, load_checkpoint, no_space
     from merx.config import config_hash
     from merx.plugins import get_registry
+    from merx.store.liveness import Heartbeat
     from merx.train import Trainer, evaluate, seed_everything, select_device
 
     exp = as_experiment(cfg)
@@ -350,21 +365,40 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResu
     prepared = prepare(exp, registry, progress=progress)
     table = prepared.table
 
-    run_id = store.start_run(
-        experiment=exp.name, experiment_file=str(file) if file else None, config=cfg,
-        config_hash=config_hash(cfg), group_hash=config_hash(cfg, include_seed=False), seed=exp.seed,
-        task=exp.task, device=str(device), versions=versions(), git_commit=git_commit(),
-        description=exp.description, tags=list(exp.tags))
+    if resume_id is None:
+        run_id = store.start_run(
+            experiment=exp.name, experiment_file=str(file) if file else None, config=cfg,
+            config_hash=config_hash(cfg), group_hash=config_hash(cfg, include_seed=False), seed=exp.seed,
+            task=exp.task, device=str(device), versions=versions(), git_commit=git_commit(),
+            description=exp.description, tags=list(exp.tags))
+        before = None
+    else:
+        run_id = resume_id
+        store.reopen_run(run_id)  # now this process's; refused when another took it first
+        before = store.get_run(run_id)
     epochs_done = {"n": 0}
     try:
-        store.add_plugins(run_id, [p.provenance() for p in plugins_used(exp, registry)])
-        if table.failures:
-            store.add_failures(run_id, [f.to_dict() for f in table.failures])
-        store.add_data_notes(run_id, table.notes())
+        folder = run_folder(store, run_id)
+        state = None
+        if before is not None:
+            # Where the run wrote its checkpoint, even if the runs root has moved since.
+            last = next((Path(a["path"]) for a in before["artifacts"] if a["kind"] == "last"), folder / "last.pt")
+            folder = last.parent
+            state = load_checkpoint(last) if last.exists() else None
+            epochs_done["n"] = state["epoch"] if state else 0
+            store.drop_epochs_after(run_id, epochs_done["n"])
+            store.clear_results(run_id)
+        if before is None or not before.get("plugins"):
+            store.add_plugins(run_id, [p.provenance() for p in plugins_used(exp, registry)])
+            if table.failures:
+                store.add_failures(run_id, [f.to_dict() for f in table.failures])
+            store.add_data_notes(run_id, table.notes())
         if console is not None:
             from rich.markup import escape
 
-            console.print(f"[bold]run{run_id}[/bold] {escape(exp.name)}: "
+            what = (f"resumed after epoch {epochs_done['n']} " if state else "resumed from the start ") \
+                if before is not None else ""
+            console.print(f"[bold]run{run_id}[/bold] {what}{escape(exp.name)}: "
                           + ", ".join(f"{len(table.split(s))} {s}" for s in ("train", "validate", "test"))
                           + f" songs on {device}"
                           + (f"; [yellow]{len(table.failures)} failed[/yellow] (merx show run{run_id})"
@@ -375,22 +409,42 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console) -> RunResu
 
         batches, _path = loaders(exp, data, device)
         train_loader, val_loader, test_loader = batches["train"], batches["validate"], batches["test"]
+        heartbeat = Heartbeat(store, run_id)
 
         def on_epoch(epoch, metrics):
             store.add_epoch(run_id, epoch, metrics)
             epochs_done["n"] = epoch
+            heartbeat.beat()
 
+        listed: set[str] = set()
+
+        def on_write(kind, path):
+            # Listed once, when first written: every file a run writes is in its artifacts.
+            if str(path) in listed:
+                return
+            store.add_artifact(run_id, kind, path)
+            if kind == "best":  # a lost or failed run already names its best weights
+                store.update_run(run_id, checkpoint_path=str(path))
+            listed.add(str(path))
+
+        ref_power = None if prepared.ref_power is None else float(prepared.ref_power)
+        checkpoints = RunCheckpoints(folder, extra={"ref_power": ref_power, "config": cfg}, on_write=on_write)
         trainer = Trainer(model, train_loader, val_loader, train, exp.task, device, on_epoch=on_epoch,
-                          progress=progress)
-        fit = trainer.fit()
+                          progress=progress, checkpoints=checkpoints)
+        if state is not None:
+            trainer.load_state_dict(state)
+            del state
+        with heartbeat:
+            fit = trainer.fit()
         if fit.notes:  # e.g. no epoch had a finite monitored value: kept with the run, and said
             store.update_run(run_id, note="; ".join(fit.notes))
             if console is not None:
                 from rich.text import Text
 
                 console.print(Text.assemble(("warning: ", "yellow"), "; ".join(fit.notes)))
-        ckpt = save_checkpoint({"model": model.state_dict(), "config": cfg, "best_epoch": fit.best_epoch},
-                               run_folder(store, run_id) / "best.pt")
+        if fit.best_epoch is None:  # no best epoch: the weights tested are the last epoch's
+            checkpoints.save_best(model, None)
+        ckpt = checkpoints.best
         store.update_run(run_id, checkpoint_path=str(ckpt), best_epoch=fit.best_epoch, epochs_run=fit.epochs_run)
 
         test_metrics, predictions = evaluate(model, test_loader, exp.task, device)

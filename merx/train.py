@@ -2,9 +2,12 @@
 
 What it fixes from the dissertation's notebooks:
 
-* the best weights are kept as a real copy (the notebooks' ``state_dict().copy()`` was a
-  shallow copy of the live tensors, so the "restored best model" was the last one) and put
-  back into the model at the end of :meth:`Trainer.fit`, before any test evaluation;
+* the best weights are written to disk when an epoch improves (the notebooks'
+  ``state_dict().copy()`` was a shallow copy of the live tensors, so the "restored best model"
+  was the last one; a clone on the GPU would be a second copy of the model) and put back into
+  the model at the end of :meth:`Trainer.fit`, before any test evaluation;
+* every epoch ends with a checkpoint of the whole training state (:meth:`Trainer.state_dict`),
+  from which :meth:`Trainer.load_state_dict` continues exactly where it stopped;
 * the reported best epoch is the epoch that was best, not ``stop epoch - patience``;
 * gradients are clipped by norm, and the norm before and after clipping is recorded;
 * each part of the model (audio, text, fusion, head) has its own learning rate.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -29,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from merx.checkpoints import RunCheckpoints, frozen_prefixes, load_weights, trained_state
 from merx.config import LR_PARTS, ConfigError
 from merx.config.settings import LearningRates, SchedulerSettings, TrainSettings
 from merx.data.songs import QUADRANTS
@@ -38,8 +43,10 @@ from merx.devices import (
     amp_settings,
     deterministic_algorithms,
     loader_generator,
+    rng_state,
     seed_everything,
     select_device,
+    set_rng_state,
     worker_init_fn,
 )
 from merx.early_stopping import EarlyStopping
@@ -202,11 +209,17 @@ class Trainer:
     epochs). Attributes worth reading after an exception: ``history``, ``early_stopping``.
 
     ``scaler`` replaces the ``GradScaler`` the trainer would make (enabled only for fp16 on
-    CUDA), so that the loss-scaled path can be exercised on a CPU."""
+    CUDA), so that the loss-scaled path can be exercised on a CPU.
+
+    ``checkpoints`` (a :class:`merx.checkpoints.RunCheckpoints`) is where the best weights and,
+    after every epoch (once ``on_epoch`` has recorded it), the whole state go; without one they go
+    to a temporary folder removed when ``fit`` returns. :meth:`load_state_dict` with a ``last.pt``
+    makes ``fit`` continue after that checkpoint's epoch."""
 
     def __init__(self, model: torch.nn.Module, train_loader, val_loader, settings: TrainSettings, task: str,
                  device: torch.device, on_epoch: Callable[[int, dict], None] | None = None,
-                 progress: bool = True, scaler: torch.amp.GradScaler | None = None):
+                 progress: bool = True, scaler: torch.amp.GradScaler | None = None,
+                 checkpoints: RunCheckpoints | None = None):
         self.model = model.to(device)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.settings, self.task, self.device = settings, task, torch.device(device)
@@ -232,7 +245,40 @@ class Trainer:
         self.scaler = scaler if scaler is not None else \
             torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.history: list[dict] = []
-        self.best_state: dict[str, torch.Tensor] | None = None
+        self.checkpoints = checkpoints
+        self._resume_rng: dict | None = None  # put back right before the next epoch's first draw
+
+    # -- the state a resumed run continues from -------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything the next epoch depends on, after the last finished one: the trained weights
+        (frozen towers left out), optimizer, scheduler, gradient scaler, early stopping, history
+        and the RNG states. Plain tensors, numbers, lists and dicts: ``weights_only`` loadable."""
+        return {"epoch": len(self.history), "model": trained_state(self.model),
+                "frozen": frozen_prefixes(self.model), "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "early_stopping": self.early_stopping.state_dict(),
+                "history": [dict(h) for h in self.history], "rng": rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (:meth:`state_dict`, e.g. a run's ``last.pt``): ``fit`` then
+        trains epoch ``state["epoch"] + 1`` onwards, with the data order and random draws of a
+        run that was never stopped. The model must be built as the run built it."""
+        load_weights(self.model, state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.history = [dict(h) for h in state["history"]]
+        if len(self.history) != state["epoch"]:
+            raise ValueError(f"checkpoint of epoch {state['epoch']} holds {len(self.history)} epochs of history")
+        for loader in (self.train_loader, self.val_loader):
+            if hasattr(loader, "epoch"):  # the next epoch served is the next one trained
+                loader.epoch = state["epoch"]
+        self._resume_rng = state["rng"]
+
+    # -- training ----------------------------------------------------------------------------
 
     def fit(self) -> FitResult:
         """Train until ``epochs`` or early stopping; the model ends with the best epoch's weights.
@@ -240,7 +286,13 @@ class Trainer:
         With ``settings.deterministic`` torch runs deterministic algorithms for the whole fit,
         and its previous settings are put back afterwards (:func:`deterministic_algorithms`)."""
         with deterministic_algorithms(self.settings.deterministic), \
-                cudnn_autotune(self.device, self.settings.deterministic):
+                cudnn_autotune(self.device, self.settings.deterministic), \
+                tempfile.TemporaryDirectory(prefix="merx-fit-") as scratch:
+            if self.checkpoints is None:  # the best weights still go to disk, just not to be kept
+                self.checkpoints = RunCheckpoints(scratch)
+                scratch_only = True
+            else:
+                scratch_only = False
             try:
                 self._fit_epochs()
             except RuntimeError as exc:
@@ -250,6 +302,9 @@ class Trainer:
                                       f"on {self.device.type}: set train.deterministic = false, or use a model "
                                       "without it", key="train.deterministic") from exc
                 raise
+            finally:
+                if scratch_only:
+                    self.checkpoints = None
         es, epochs, monitor = self.early_stopping, self.settings.epochs, self.early_stopping.monitor
         notes = [es.stop_reason] if es.stopped_on_non_finite else []
         if es.best_epoch is None and self.history:
@@ -264,11 +319,19 @@ class Trainer:
 
     def _fit_epochs(self) -> None:
         epochs, monitor = self.settings.epochs, self.early_stopping.monitor
+        es, done = self.early_stopping, len(self.history)
+        if done and not math.isfinite(self.history[-1]["val_loss"]):  # resumed after a divergence: it still is
+            raise TrainingDiverged(done, None, "validation loss", self.history[-1]["val_loss"])
+        if self._resume_rng is not None:
+            set_rng_state(self._resume_rng)
+            self._resume_rng = None
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
         try:
             with Progress(*columns, disable=not self.progress) as bar:
-                for epoch in range(1, epochs + 1):
+                for epoch in range(done + 1, epochs + 1):
+                    if es.should_stop:  # a resumed run that had stopped early: nothing left to train
+                        break
                     t0 = time.perf_counter()
                     lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
                     task_id = bar.add_task(f"epoch {epoch}/{epochs}", total=_length(self.train_loader), info="")
@@ -280,24 +343,24 @@ class Trainer:
                     self.history.append(metrics)
 
                     # Bookkeeping first, so that whatever happens in on_epoch this epoch counts.
-                    es = self.early_stopping
-                    if es.update(epoch, metrics[monitor]):
-                        # A real copy: state_dict() returns the live tensors themselves.
-                        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    is_best = es.update(epoch, metrics[monitor])
                     if self.scheduler is not None:
                         self.scheduler.step()
                     bar.update(task_id, info=f"loss {metrics['train_loss']:.4f}  {monitor} "
                                              f"{metrics[monitor]:.4f}  best {es.best_score:.4f} @ {es.best_epoch}")
-                    if self.on_epoch is not None:
-                        self.on_epoch(epoch, metrics)
+                    try:  # the weights this epoch trained, before anything else can touch them
+                        if is_best:
+                            self.checkpoints.save_best(self.model, epoch)
+                    finally:  # recorded even when that write fails (a full disk): the epoch is done
+                        if self.on_epoch is not None:
+                            self.on_epoch(epoch, metrics)
+                    # After recording: a resumed run trains again an epoch recorded after its last checkpoint.
+                    self.checkpoints.save_last(self.state_dict())
                     if not math.isfinite(metrics["val_loss"]):
                         raise TrainingDiverged(epoch, None, "validation loss", metrics["val_loss"])
-                    if es.should_stop:
-                        break
         finally:
             # Also on KeyboardInterrupt or divergence: leave the model at its best epoch.
-            if self.best_state is not None:
-                self.model.load_state_dict(self.best_state)
+            self.checkpoints.restore_best(self.model)
 
     def train_one_epoch(self, epoch: int, bar: Progress | None = None, task_id=None) -> dict[str, float]:
         """One pass over the training data; returns train_loss and the gradient-norm statistics.

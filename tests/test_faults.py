@@ -224,19 +224,23 @@ def no_room(request, tmp_path):
 
 def test_a_full_disk_fails_the_run_without_a_partial_checkpoint_and_keeps_the_database(
         tmp_path, tiny_bert_dir, no_room):
+    raw = tiny_raw(tiny_bert_dir, Path.cwd() / ".merx" / "cache", task="classification")
+    del raw["name"]
+    raw["model"]["text"]["freeze"] = False  # a trained BERT is in the checkpoint: about 4 MB
     exp = tmp_path / "tiny.toml"
-    exp.write_text(tiny_toml(tiny_bert_dir, Path.cwd() / ".merx" / "cache", epochs=2))
+    exp.write_text(to_toml(raw))
     assert CliRunner().invoke(cli, ["prepare", str(exp)]).exit_code == 0  # data and features, unlimited
     db = tmp_path / "results.db"
     proc = merx("run", exp, "--db", db, **no_room)
     out, _ = proc.communicate(timeout=300)
-    folder = tmp_path / "runs" / "results" / "run1"
+    folder = RunStore(db).run_folder(1)
     assert proc.returncode == 1, out
     assert f"error: no space left on device ({folder / 'best.pt'})" in out, out
     assert "Traceback" not in out
     run = RunStore(db).get_run(1)
     assert run["status"] == "failed" and run["error"] == f"DiskFull: no space left on device ({folder / 'best.pt'})"
-    assert run["epochs_run"] == 2 and sorted(run["epochs"]) == [1, 2] and run["checkpoint_path"] is None
+    # The epoch is recorded before its checkpoint is written: it is kept.
+    assert run["epochs_run"] == 1 and sorted(run["epochs"]) == [1] and run["checkpoint_path"] is None
     assert list(folder.iterdir()) == []  # neither a truncated best.pt nor its temporary file
     with sqlite3.connect(db) as con:
         assert con.execute("pragma integrity_check").fetchall() == [("ok",)]

@@ -46,9 +46,15 @@ def test_run_records_everything_and_runs_show_display_it(tmp_path, tiny_bert_dir
     assert {"python", "merx", "torch", "transformers", "librosa"} <= set(run["versions"])
     assert {p["name"] for p in run["plugins"]} == {"synthetic", "vggish", "huggingface", "concat"}
     assert run["config"]["model"]["text"]["model"] == tiny_bert_dir
-    # Beside the database, in a folder named after it: not relative to where merx was started.
-    assert run["checkpoint_path"] == str(Path("results.db").resolve().parent / "runs" / "results" / "run1" / "best.pt")
-    assert Path(run["checkpoint_path"]).exists()
+    # Beside the database, in a folder of its own (its name and a hash of where it is): not
+    # relative to where merx was started, never shared with another database.
+    folder = Path(run["checkpoint_path"]).parent
+    assert folder == RunStore("results.db").run_folder(1) and folder.name == "run1"
+    assert folder.parent.parent == Path("results.db").resolve().parent / "runs"
+    assert folder.parent.name.startswith("results-")
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]
+    assert sorted((a["kind"], a["path"]) for a in run["artifacts"]) == [("best", str(folder / "best.pt")),
+                                                                       ("last", str(folder / "last.pt"))]
     preds = RunStore("results.db").get_predictions(1)
     n_test = len([p for p in preds if p["split"] == "test"])
     assert n_test == run["prediction_count"] and n_test > 0

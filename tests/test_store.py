@@ -285,9 +285,12 @@ def test_an_older_database_is_upgraded(any_db):
     engine.dispose()
     store = RunStore(any_db)
     assert store.upgraded == [fn.__name__ for fn in MIGRATIONS[1:]]
+    assert store.upgraded[-1] == "m004_liveness"
     indexes = {ix["name"] for ix in sa.inspect(store.engine).get_indexes("runs")}
     assert {"ix_runs_experiment", "ix_runs_group_hash", "ix_runs_config_hash"} <= indexes
     assert store.list_runs()[0]["experiment"] == "old"
+    old = store.get_run(1)
+    assert old["status"] == "completed" and (old["host"], old["pid"], old["heartbeat_at"]) == (None, None, None)
 
 
 def test_migrated_schema_matches_schema_py(any_db):
@@ -352,10 +355,13 @@ def test_several_processes_write_to_one_database_at_once(any_db):
         assert run["epochs_run"] == EPOCHS and run["wall_seconds"] is not None
 
 
-def test_a_run_whose_process_dies_keeps_its_epochs(any_db):
+def test_a_run_whose_process_dies_keeps_its_epochs_and_reads_lost(any_db):
     assert _run_processes(any_db, [False]) == [3]
     (run,) = RunStore(any_db).list_runs()
-    assert run["status"] == "running" and run["ended_at"] is None
+    # Recorded running, but its process (on this host) is gone: lost, at once, with no timeout.
+    assert run["status"] == "lost" and run["ended_at"] is None
+    assert RunStore(any_db).list_runs(status="lost")[0]["id"] == run["id"]
+    assert RunStore(any_db).list_runs(status="running") == []
     assert sorted(RunStore(any_db).get_run(run["id"])["epochs"]) == list(range(1, EPOCHS + 1))
 
 
@@ -364,7 +370,7 @@ def test_data_notes_are_recorded_and_read_back_and_reach_databases_made_before_t
     migrate(engine, MIGRATIONS[:2])  # a database from before data notes existed
     engine.dispose()
     store = RunStore(any_db)
-    assert store.upgraded[0] == "m003_data_notes"
+    assert store.upgraded == ["m003_data_notes", "m004_liveness"]
     run_id = store.start_run("e", None, {"task": "regression"}, "h", "g", 0, "regression", "cpu", {}, None)
     store.add_data_notes(run_id, {"label_disagrees": [("A2", "label Q1, V/A (0.2, 0.9) imply Q2")],
                                   "in_hole": [("A1", "V/A (0.55, 0.9)"), ("A3", "V/A (0.8, 0.45)")]})

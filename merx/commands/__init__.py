@@ -6,9 +6,10 @@ functions: ``merx --help`` imports every module listed here. Options that severa
 share are in ``merx.commands.options``; printing helpers in ``merx.commands.output``."""
 
 MODULES = [
-    "merx.commands.run",      # run
+    "merx.commands.run",      # run, resume
     "merx.commands.data",     # prepare
     "merx.commands.runs",     # runs, show, tag, note
+    "merx.commands.cleanup",  # rm, gc
     "merx.commands.compare",  # compare, report, export
     "merx.commands.plugin",   # list-plugins, plugin new / check
     "merx.commands.config",   # config

@@ -8,7 +8,7 @@ import click
 
 #: The run statuses ``--status`` accepts: ``merx.store.STATUSES``, repeated here because the
 #: store imports SQLAlchemy and ``merx --help`` must not (tests/test_cli.py keeps them equal).
-STATUSES = ("running", "completed", "failed", "interrupted")
+STATUSES = ("running", "completed", "failed", "interrupted", "lost")
 
 
 def db_option():
@@ -27,8 +27,8 @@ def json_option(help: str = "Print JSON instead of text."):
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
-def experiment_argument():
+def experiment_argument(required: bool = True):
     """The experiment TOML file a command reads: the value is ``file``."""
     # A plain string: merx.config reads the file and names every problem (a folder, a missing or
     # binary file) in one line; click's own check would print a three-line usage error instead.
-    return click.argument("file")
+    return click.argument("file", required=required)

@@ -1,4 +1,5 @@
-"""CLI command: ``merx run`` (one experiment, its seeds, or its sweep; ``--dry-run`` builds only)."""
+"""CLI commands: ``merx run`` (one experiment, its seeds, or its sweep; ``--dry-run`` builds only)
+and ``merx resume`` (an interrupted, failed or lost run, continued under its id)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from merx.commands.output import console, metrics_table, plain
 
 
 @click.command("run")
-@experiment_argument()
+@experiment_argument(required=False)
 @set_option()
 @click.option("--seeds", metavar="N|LIST", default=None,
               help="Run N seeds (seed, seed+1, ...) or the listed ones (0,7,42), recorded as one group; "
@@ -34,8 +35,10 @@ from merx.commands.output import console, metrics_table, plain
 @click.option("--partition", default=None, help="slurm: the partition to submit to.")
 @click.option("--time", "time_min", type=click.IntRange(min=1), default=None, metavar="MINUTES",
               help="slurm: time limit of each job.")
+@click.option("--resume", "resume_run", metavar="RUN", default=None,
+              help="Continue RUN (interrupted, failed or lost) instead of starting one: as merx resume RUN.")
 @db_option()
-def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db, **executor):
+def run_cmd(file, sets, seeds, rerun, best_by, dry_run, resume_run, db, **executor):
     """Train and evaluate the experiment in FILE; record everything in the results database.
 
     With --seeds, or a [sweep] table in FILE, runs every cell × seed, skips configs that already
@@ -43,6 +46,16 @@ def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db, **executor):
     summary table, the best cell marked. --executor and --jobs run them in parallel: see the
     README's "Scaling out"."""
     from merx.commands.plan import load_plan
+    from merx.errors import UsageError
+
+    if resume_run is not None:
+        if file or sets or seeds or rerun or dry_run:
+            raise UsageError("--resume RUN continues the run with its own recorded config: give no FILE, "
+                             "--set, --seeds, --rerun or --dry-run with it")
+        _resume(resume_run, db)
+        return
+    if file is None:
+        raise UsageError("missing the experiment FILE: merx run FILE (or merx run --resume RUN)")
 
     plan = load_plan(file, sets, seeds, db=db)
     settings = _executor_settings(plan, executor)
@@ -53,20 +66,47 @@ def run_cmd(file, sets, seeds, rerun, best_by, dry_run, db, **executor):
     if dry_run:
         _print_dry_run(cfg)
         return
-    from merx.interrupts import interrupted_error, sigterm_as_interrupt
     from merx.pipeline import run
     from merx.store import RunStore
 
-    out = console()
     store = RunStore(db, write=True)  # a read-only, damaged or locked database fails here, before any work
+    _single(store, lambda out: run(cfg, file, store, progress=True, console=out),
+            "the run had not started yet (its data and features were being prepared), so nothing was recorded")
+
+
+@click.command("resume")
+@click.argument("run_id", metavar="RUN")
+@db_option()
+def resume_cmd(run_id, db):
+    """Continue RUN (interrupted, failed or lost) under its own id, from its last finished epoch.
+
+    The remaining epochs see the data order and random draws of a run that was never stopped;
+    the epochs already recorded are kept. merx runs shows which runs are lost."""
+    _resume(run_id, db)
+
+
+def _resume(run_id, db):
+    from merx.pipeline import resume
+    from merx.store import RunStore
+
+    store = RunStore(db, write=True)
+    _single(store, lambda out: resume(store, run_id, progress=True, console=out),
+            "the run had not been taken up again yet (its data and features were being prepared); "
+            "it is recorded as it was, and merx resume can be run again")
+
+
+def _single(store, start, not_recorded: str):
+    """Run one training (``start(console) -> RunResult``), then print its metrics beside baselines."""
+    from merx.interrupts import interrupted_error, sigterm_as_interrupt
+
+    out = console()
     with sigterm_as_interrupt():  # SIGTERM (timeout, Slurm, docker stop) ends the run as Ctrl-C does
         try:
-            result = run(cfg, file, store, progress=True, console=out)
+            result = start(out)
         except KeyboardInterrupt as exc:
             raise interrupted_error(
-                exc, "{run} is recorded as 'interrupted' with its finished epochs (merx show {run})",
-                "the run had not started yet (its data and features were being prepared), so nothing was recorded",
-            ) from None
+                exc, "{run} is recorded as 'interrupted' with its finished epochs (merx show {run}; "
+                     "merx resume {run} continues it)", not_recorded) from None
     out.print(metrics_table(f"run{result.run_id} test metrics (best epoch {result.best_epoch} of "
                             f"{result.epochs_run}) beside baselines fitted on the training split",
                             result.test_metrics, result.baselines))
@@ -181,3 +221,4 @@ def _print_dry_run(cfg) -> None:
 
 def attach(cli) -> None:
     cli.add_command(run_cmd)
+    cli.add_command(resume_cmd)

@@ -37,10 +37,20 @@ def runs_cmd(experiment, status, tag, group, since, until, sort_metric, ascendin
 
     out = console()
     out.print(runs_table(rows, sort_metric))
+    lost = [f"run{r['id']}" for r in rows if r["status"] == "lost"]
+    if lost:
+        out.print(plain(f"lost: {', '.join(lost)} (process gone, or silent for {_timeout():g} s); "
+                        "merx resume RUN continues one"))
     # Below the table, not in a column: free text would squeeze every other column at 80 wide.
     for r in rows:
         if r.get("tags") or r.get("note"):
             out.print(Text.assemble((f"run{r['id']}: ", "bold"), plain(_annotation(r))))
+
+
+def _timeout() -> float:
+    from merx.store.liveness import heartbeat_timeout
+
+    return heartbeat_timeout()
 
 
 def runs_table(rows: list[dict], sort_metric: str | None = None):
@@ -118,6 +128,10 @@ def show_cmd(run_id, as_json, db):
                                   f"{run['config_hash']}, group {group_label(run['experiment'], run['group_hash'])}")))
     if run.get("error"):
         out.print(Text.assemble(("error: ", "red"), plain(run["error"])))
+    if run["status"] == "lost":
+        out.print(Text.assemble(("lost: ", "yellow"), plain(
+            f"recorded running, but its process (pid {run.get('pid')} on {run.get('host')}) is gone or silent "
+            f"since {run.get('heartbeat_at') or run['started_at']}; merx resume run{run['id']} continues it")))
     if run.get("experiment_file"):
         out.print(plain(f"file: {run['experiment_file']}; git: {run.get('git_commit') or '-'}"))
     out.print(plain(to_toml(run["config"]).rstrip(), style="dim"))

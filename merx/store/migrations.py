@@ -48,9 +48,42 @@ def migration(fn: Migration) -> Migration:
     return fn
 
 
+def _runs_as_m001_created_it() -> sa.Table:
+    """``runs`` as m001 created it (m004 added host, pid and heartbeat_at): a copy, so that a
+    later change to ``schema.runs`` never changes what m001 does."""
+    key = sa.String(200)
+    return sa.Table(
+        "runs", sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("experiment", key, nullable=False),
+        sa.Column("experiment_file", sa.Text),
+        sa.Column("description", sa.Text, nullable=False, default=""),
+        sa.Column("config_json", sa.Text, nullable=False),
+        sa.Column("config_hash", sa.String(64), nullable=False),
+        sa.Column("group_hash", sa.String(64), nullable=False),
+        sa.Column("seed", sa.Integer),
+        sa.Column("task", sa.String(40)),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("error", sa.Text),
+        sa.Column("started_at", sa.String(40), nullable=False),
+        sa.Column("ended_at", sa.String(40)),
+        sa.Column("wall_seconds", sa.Double),
+        sa.Column("device", sa.String(40)),
+        sa.Column("versions_json", sa.Text),
+        sa.Column("git_commit", sa.String(80)),
+        sa.Column("checkpoint_path", sa.Text),
+        sa.Column("best_epoch", sa.Integer),
+        sa.Column("epochs_run", sa.Integer),
+        sa.Column("tags_json", sa.Text),
+        sa.Column("note", sa.Text),
+        sqlite_autoincrement=True,
+    )
+
+
 @migration
 def m001_initial(conn: sa.Connection) -> None:
-    schema.metadata.create_all(conn, tables=schema.INITIAL_TABLES)
+    _runs_as_m001_created_it().create(conn)
+    schema.metadata.create_all(conn, tables=[t for t in schema.INITIAL_TABLES if t is not schema.runs])
 
 
 @migration
@@ -64,6 +97,16 @@ def m002_run_lookup_indexes(conn: sa.Connection) -> None:
 @migration
 def m003_data_notes(conn: sa.Connection) -> None:
     schema.data_notes.create(conn)
+
+
+@migration
+def m004_liveness(conn: sa.Connection) -> None:
+    # Plain ALTER TABLE (SQLite and PostgreSQL alike), each type spelled by the connection's dialect.
+    for name in schema.RUNS_M004_COLUMNS:
+        column = schema.runs.c[name]
+        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {column.type.compile(dialect=conn.dialect)}")
+    # Finding running (possibly lost) runs without reading every run.
+    conn.exec_driver_sql("CREATE INDEX ix_runs_status ON runs (status)")
 
 
 def applied_migrations(conn: sa.Connection) -> list[str]:

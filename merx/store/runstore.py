@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,7 +40,9 @@ from merx.store.engine import (
     sqlite_file,
 )
 from merx.store.errors import RunNotFound, StoreError, StoreLocked
+from merx.store.folders import run_folder_name, store_folder
 from merx.store.ids import format_run_id, parse_run_id
+from merx.store.liveness import is_lost, process_alive, this_host, with_liveness
 from merx.store.pending import ENV_FINAL_WAIT, FINAL_WAIT_S, MAX_BACKOFF_S, PendingEpochs, keep_trying
 from merx.store.rows import (
     DATA_NOTE_KEYS,
@@ -58,18 +61,24 @@ from merx.store.rows import (
 from merx.store.times import iso, now, time_bound
 
 # What callers may import from here; the settings and id/url helpers are re-exported from where they live.
-__all__ = ["RunStore", "STATUSES", "FINAL_STATUSES", "DEFAULT_DB", "ENV_VAR", "BUSY_TIMEOUT_S", "ENV_BUSY_TIMEOUT",
+__all__ = ["RunStore", "STATUSES", "RECORDED_STATUSES", "FINAL_STATUSES", "RESUMABLE", "check_resumable",
+           "DEFAULT_DB", "ENV_VAR", "BUSY_TIMEOUT_S", "ENV_BUSY_TIMEOUT",
            "FINAL_WAIT_S", "ENV_FINAL_WAIT", "MAX_BACKOFF_S", "parse_run_id", "format_run_id", "resolve_url",
            "sqlite_file", "create_store_engine", "time_bound"]
 
-STATUSES = ("running", "completed", "failed", "interrupted")
-FINAL_STATUSES = STATUSES[1:]
+#: What a run's status may read: as recorded, or ``lost`` (a ``running`` run whose process is
+#: gone, derived on read: merx.store.liveness).
+STATUSES = ("running", "completed", "failed", "interrupted", "lost")
+RECORDED_STATUSES = STATUSES[:4]
+FINAL_STATUSES = ("completed", "failed", "interrupted")
+#: What ``merx resume`` continues.
+RESUMABLE = ("interrupted", "failed", "lost")
 log = logging.getLogger(__name__)
 
 
-def _check_status(status: Any) -> None:
-    if status not in STATUSES:
-        raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+def _check_status(status: Any, allowed: tuple[str, ...] = STATUSES) -> None:
+    if status not in allowed:
+        raise ValueError(f"status must be one of {', '.join(allowed)}, got {status!r}")
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -88,13 +97,19 @@ class RunStore(ResultsDatabase):
     parse_run_id = staticmethod(parse_run_id)
 
     def __init__(self, url_or_path: str | os.PathLike | None = None, *, write: bool = False,
-                 busy_timeout: float | None = None, final_wait: float | None = None):
+                 busy_timeout: float | None = None, final_wait: float | None = None,
+                 runs_dir: str | os.PathLike | None = None):
         # Both durations are read before the database is opened: a bad $MERX_DB_BUSY_TIMEOUT or
         # $MERX_DB_FINAL_WAIT fails before a new file is created.
         busy_timeout = resolve_busy_timeout(busy_timeout)
         self.final_wait = env_seconds(ENV_FINAL_WAIT, FINAL_WAIT_S) if final_wait is None else float(final_wait)
         self._pending = PendingEpochs()
         super().__init__(url_or_path, write=write, busy_timeout=busy_timeout)
+        self.runs_dir = store_folder(self.engine.url, runs_dir)
+
+    def run_folder(self, run_id: int) -> Path:
+        """Where run ``run_id`` writes its files (``merx.store.folders``); not created here."""
+        return self.runs_dir / run_folder_name(run_id)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -147,11 +162,12 @@ class RunStore(ResultsDatabase):
     def start_run(self, experiment: str, experiment_file: str | None, config: dict, config_hash: str,
                   group_hash: str, seed: int | None, task: str, device: str | None, versions: dict,
                   git_commit: str | None, description: str = "", tags: Iterable[str] = ()) -> int:
-        """Record a new run with status ``running``; returns its id."""
+        """Record a new run with status ``running``, run by this process; returns its id."""
         values = dict(
             experiment=experiment, experiment_file=None if experiment_file is None else str(experiment_file),
             description=description or "", config_json=to_json(config), config_hash=config_hash,
             group_hash=group_hash, seed=seed, task=task, status="running", started_at=iso(now()),
+            host=this_host(), pid=os.getpid(), heartbeat_at=iso(now()),
             device=None if device is None else str(device), versions_json=to_json(versions or {}),
             git_commit=git_commit, tags_json=to_json(list(tags or ())))
         with self._transaction(write=True) as conn:
@@ -243,12 +259,86 @@ class RunStore(ResultsDatabase):
                 raise ValueError(f"update_run: runs has no field {key!r}; the fields are "
                                  f"{', '.join(sorted(columns | set(JSON_FIELDS)))}")
             if key == "status":
-                _check_status(value)
+                _check_status(value, RECORDED_STATUSES)
             values[key] = value
         with self._transaction(write=True) as conn:
             self._require(conn, run_id)
             if values:
                 self._set_run(conn, run_id, values)
+
+    def heartbeat(self, run_id: int) -> None:
+        """This process is still running ``run_id``: refresh its ``heartbeat_at``. Only the process
+        recorded as running it (host and pid) beats: one that lost it to ``merx resume`` does not."""
+        with self._transaction(write=True) as conn:
+            conn.execute(sa.update(t.runs).where(t.runs.c.id == run_id, t.runs.c.status == "running",
+                                                 t.runs.c.host == this_host(), t.runs.c.pid == os.getpid())
+                         .values(heartbeat_at=iso(now())))
+
+    def reopen_run(self, run_id: int) -> dict:
+        """Take over an ``interrupted``, ``failed`` or ``lost`` run to continue it in this process:
+        in one write transaction, check that it may be resumed, then record it ``running`` again
+        (this host and pid, a fresh heartbeat, no error, no end). Returns the run as it was. Two
+        processes resuming one run at once: the second finds it running and is refused."""
+        run_id = parse_run_id(run_id)
+        with self._transaction(write=True) as conn:
+            row = with_liveness(dict(self._require(conn, run_id)))
+            status = row["status"]
+            check_resumable(row)
+            self._set_run(conn, run_id, {"status": "running", "error": None, "ended_at": None, "wall_seconds": None,
+                                         "host": this_host(), "pid": os.getpid(), "heartbeat_at": iso(now())})
+        return {**decode_run(row), "status": status}
+
+    def drop_epochs_after(self, run_id: int, epoch: int) -> int:
+        """Delete the epochs recorded after ``epoch`` (a resumed run trains them again); how many."""
+        with self._transaction(write=True) as conn:
+            self._require(conn, run_id)
+            q = sa.delete(t.epochs).where(t.epochs.c.run_id == run_id, t.epochs.c.epoch > epoch)
+            n = conn.execute(sa.select(sa.func.count(sa.distinct(t.epochs.c.epoch))).where(
+                t.epochs.c.run_id == run_id, t.epochs.c.epoch > epoch)).scalar_one()
+            conn.execute(q)
+        return int(n)
+
+    def clear_results(self, run_id: int) -> None:
+        """Delete a run's final metrics, predictions and baselines (a resumed run records them anew)."""
+        with self._transaction(write=True) as conn:
+            self._require(conn, run_id)
+            for table in (t.metrics, t.predictions, t.baselines):
+                conn.execute(sa.delete(table).where(table.c.run_id == run_id))
+
+    def add_artifact(self, run_id: int, kind: str, path: str | os.PathLike) -> None:
+        """List a file the run wrote (absolute path); listing the same path again changes nothing."""
+        path = str(Path(path).resolve())
+        a = t.artifacts.c
+        with self._transaction(write=True) as conn:
+            self._require(conn, run_id)
+            if conn.execute(sa.select(sa.func.count()).where(a.run_id == run_id, a.path == path)).scalar_one():
+                return
+            conn.execute(sa.insert(t.artifacts).values(run_id=run_id, kind=kind, path=path))
+
+    def delete_runs(self, run_ids: Iterable[int | str]) -> dict[int, list[str]]:
+        """Delete runs and every row of theirs, in one transaction; ``{run id: artifact paths}``
+        for the caller to delete the files (``merx rm``; what is left, ``merx gc`` finds). A run
+        still running (not lost) is refused: its process would go on writing."""
+        ids = list(dict.fromkeys(parse_run_id(r) for r in run_ids))
+        out: dict[int, list[str]] = {}
+        with self._transaction(write=True) as conn:
+            for run_id in ids:
+                row = self._require(conn, run_id)
+                if row["status"] == "running" and not is_lost(row):
+                    raise StoreError(f"{format_run_id(run_id)} is running" + _why_not_resumable(dict(row), "running")
+                                     + "; stop it first (Ctrl-C or kill), or wait until merx runs shows it lost")
+                q = sa.select(t.artifacts.c.path).where(t.artifacts.c.run_id == run_id)
+                out[run_id] = list(conn.execute(q).scalars())
+            for table in t.metadata.sorted_tables[::-1]:  # children first: no reliance on ON DELETE CASCADE
+                column = table.c.get("run_id") if table is not t.runs else table.c.id
+                if column is not None:
+                    conn.execute(sa.delete(table).where(column.in_(ids)))
+        return out
+
+    def run_ids(self) -> set[int]:
+        """The id of every run in the database."""
+        with self._transaction() as conn:
+            return set(conn.execute(sa.select(t.runs.c.id)).scalars())
 
     def finish_run(self, run_id: int, status: str, error: str | None = None, best_epoch: int | None = None,
                    epochs_run: int | None = None, checkpoint_path: str | None = None) -> None:
@@ -300,8 +390,9 @@ class RunStore(ResultsDatabase):
         without it last, then newest first) before ``limit`` applies."""
         if status is not None:
             _check_status(status)
+        recorded = "running" if status == "lost" else status
         q = sa.select(t.runs)
-        for column, value in (("experiment", experiment), ("status", status), ("config_hash", config_hash)):
+        for column, value in (("experiment", experiment), ("status", recorded), ("config_hash", config_hash)):
             if value is not None:
                 q = q.where(t.runs.c[column] == value)
         if group_hash is not None:
@@ -318,16 +409,19 @@ class RunStore(ResultsDatabase):
             q = q.outerjoin(m, sa.and_(m.c.run_id == t.runs.c.id, m.c.split == "test", m.c.metric == sort_metric))
             q = q.order_by(m.c.value.is_(None), m.c.value.asc() if ascending else m.c.value.desc())
         q = q.order_by(t.runs.c.id.desc())
-        if limit is not None:
+        live_filter = status in ("running", "lost")  # derived: filtered after reading, then limited
+        if limit is not None and not live_filter:
             q = q.limit(limit)
         with self._transaction() as conn:
             rows = conn.execute(q).mappings().all()
+            if live_filter:
+                rows = [r for r in rows if ("lost" if is_lost(r) else "running") == status][:limit]
             test: dict[int, dict[str, float | None]] = {}
             ids = [r["id"] for r in rows]
             if ids:
                 mq = sa.select(t.metrics).where(t.metrics.c.run_id.in_(ids), t.metrics.c.split == "test")
                 test = nested(conn.execute(mq).mappings(), "run_id")
-        return [{**decode_run(r), "metrics": test.get(r["id"], {})} for r in rows]
+        return [with_liveness({**decode_run(r), "metrics": test.get(r["id"], {})}) for r in rows]
 
     def experiments(self) -> list[str]:
         """Names of the experiments with runs in this database, sorted."""
@@ -369,11 +463,11 @@ class RunStore(ResultsDatabase):
         """One run, every column decoded (``config``, ``versions``, ``tags`` instead of the
         ``_json`` columns), plus ``plugins`` (list), ``epochs`` ``{epoch: {metric: value}}``,
         ``metrics`` ``{split: {metric: value}}``, ``baselines`` ``{baseline: {metric: value}}``,
-        ``failures`` (list), ``artifacts`` (list), ``data_notes`` (list) and ``prediction_count``. Unknown id:
-        ``RunNotFound``."""
+        ``failures`` (list), ``artifacts`` (list), ``data_notes`` (list) and ``prediction_count``. A
+        ``running`` run whose process is gone reads ``lost``. Unknown id: ``RunNotFound``."""
         run_id = parse_run_id(run_id)
         with self._transaction() as conn:
-            out = decode_run(self._require(conn, run_id))
+            out = with_liveness(decode_run(self._require(conn, run_id)))
 
             def rows(table: sa.Table, *order) -> list[dict]:
                 q = sa.select(table).where(table.c.run_id == run_id).order_by(*order)
@@ -407,3 +501,22 @@ class RunStore(ResultsDatabase):
                 row["probs"] = json.loads(r["probs_json"]) if r["probs_json"] is not None else None
                 out.append(row)
         return out
+
+
+def check_resumable(run: dict) -> None:
+    """A ``StoreError`` saying why, unless ``run`` (its status as read, ``lost`` derived) may be resumed."""
+    if run["status"] not in RESUMABLE:
+        raise StoreError(f"{format_run_id(run['id'])} is {run['status']}: only an interrupted, failed or lost run "
+                         "can be resumed" + _why_not_resumable(run, run["status"]))
+
+
+def _why_not_resumable(row: dict, status: str) -> str:
+    if status == "completed":
+        return " (it completed; merx run FILE --rerun trains it again as a new run)"
+    if status == "running":
+        beat = row.get("heartbeat_at") or row.get("started_at")
+        where = f"pid {row.get('pid')} on {row.get('host')}" if row.get("pid") else "another process"
+        alive = " (alive)" if row.get("host") == this_host() and row.get("pid") and process_alive(int(row["pid"])) \
+            else ""
+        return f" ({where}{alive}, last heartbeat {beat})"
+    return ""

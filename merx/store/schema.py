@@ -17,7 +17,8 @@ runs
     seed             the seed of python, numpy, torch and the DataLoader workers.
     task             ``regression`` (valence/arousal) or ``classification`` (quadrant).
     status           ``running``, ``completed``, ``failed`` or ``interrupted``. A run whose
-                     process died stays ``running``, with every epoch it finished.
+                     process died stays ``running``, with every epoch it finished; readers
+                     report it ``lost`` (derived, never stored: ``merx.store.liveness``).
     error            the error message of a failed or interrupted run (null otherwise).
     started_at       when the run started (UTC ISO).
     ended_at         when it ended (UTC ISO; null while running or after a hard crash).
@@ -30,6 +31,9 @@ runs
     epochs_run       epochs trained (fewer than the maximum after early stopping).
     tags_json        the config's ``tags`` (list of strings).
     note             free text a user adds later.
+    host             host name of the machine running it (latest attempt, when resumed).
+    pid              process id of the process running it, on ``host``.
+    heartbeat_at     last sign of life (UTC ISO): after each epoch and every 30 s while running.
 
 run_plugins  (the plugins a run used, and where each came from)
     run_id, kind (``fusions``, ``audio_towers``, ...), name, origin (``built-in``,
@@ -54,13 +58,14 @@ predictions  (one row per evaluated song; primary key run_id, split, song_id)
 failures  (songs that could not be used, and why)
     run_id, song_id, stage (``data``, ``audio``, ``lyrics``, ``features``, ...), reason, path.
 
-data_notes  (facts about a run's songs worth counting, not failures; see merx.data.songs.NOTE_KINDS)
+data_notes  (facts about a run's songs worth counting, not failures; primary key run_id, song_id, kind)
     run_id, song_id, kind (``label_disagrees``: the quadrant label differs from the quadrant
-    its valence/arousal imply; ``in_hole``: valence or arousal in MERGE's removed 0.4-0.6 band),
-    detail (what the labels say).
+    its valence/arousal imply; ``in_hole``: valence or arousal inside MERGE's removed 0.4-0.6
+    band), detail (what the labels say).
 
-artifacts  (files a run wrote)
-    run_id, kind (``checkpoint``, ``plot``, ...), path.
+artifacts  (every file a run wrote; ``merx rm`` deletes them with the run)
+    run_id, kind (``last``: the training state ``merx resume`` continues from; ``best``: the
+    best epoch's weights), path (absolute).
 
 migrations  (see ``merx.store.migrations``)
     name (the migration function applied), applied_at (UTC ISO).
@@ -104,6 +109,10 @@ runs = sa.Table(
     sa.Column("epochs_run", sa.Integer),
     sa.Column("tags_json", sa.Text),
     sa.Column("note", sa.Text),
+    # m004: liveness (merx.store.liveness)
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("heartbeat_at", sa.String(40)),
     # SQLite: ids are never reused after a delete, so "run12" always means the same run.
     sqlite_autoincrement=True,
 )
@@ -178,6 +187,9 @@ artifacts = sa.Table(
     sa.Column("path", sa.Text, nullable=False),
     sa.Index("ix_artifacts_run_id", "run_id"),
 )
+
+#: Columns of ``runs`` added by ``m004_liveness`` (m001 creates the table without them).
+RUNS_M004_COLUMNS = ("host", "pid", "heartbeat_at")
 
 #: The tables ``m001_initial`` created; tables added later are created by their own migration.
 INITIAL_TABLES = (runs, run_plugins, epochs, metrics, baselines, predictions, failures, artifacts)
