@@ -7,8 +7,10 @@ may not write; psycopg is missing. ``tests/test_store.py`` runs the common behav
 import multiprocessing
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -116,6 +118,50 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(postgres_url):
     assert upgraded == [[], [], [fn.__name__ for fn in MIGRATIONS]]  # one migrated, the others found it done
     with RunStore(postgres_url).engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM migrations").scalar() == len(MIGRATIONS)
+
+
+def _reopen(url, run_id, barrier, done, out):
+    store = RunStore(url)
+    barrier.wait()
+    try:
+        store.reopen_run(run_id)
+        out.put("took it")
+    except StoreError as exc:
+        out.put(str(exc))
+    done.wait()  # stay alive until every process has tried: a dead winner's run would be lost again
+
+
+def test_processes_resuming_one_run_at_once_only_one_takes_it(postgres_url):
+    store = RunStore(postgres_url)
+    run_id = start(store)
+    store.finish_run(run_id, "interrupted", error="SIGTERM")
+    ctx = multiprocessing.get_context("spawn")
+    barrier, done, out = ctx.Barrier(4), ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_reopen, args=(postgres_url, run_id, barrier, done, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    answers = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert answers.count("took it") == 1, answers
+    assert all(re.search(rf"run{run_id} is running: .*\(alive\)", a) for a in answers if a != "took it"), answers
+    assert store.get_run(run_id)["pid"] in {p.pid for p in procs}
+
+
+def test_heartbeats_reach_the_server_and_a_silent_run_is_lost(postgres_url):
+    from merx.store.liveness import Heartbeat
+
+    store = RunStore(postgres_url)
+    run_id = start(store)
+    store.update_run(run_id, host="elsewhere", heartbeat_at="2020-01-01T00:00:00.000+00:00")
+    assert store.get_run(run_id)["status"] == "lost"  # another host: only the heartbeat tells
+    assert [r["id"] for r in store.list_runs(status="lost")] == [run_id]
+    store.update_run(run_id, host=socket.gethostname())
+    with Heartbeat(store, run_id, interval=0.05):
+        deadline = time.monotonic() + 10
+        while store.get_run(run_id)["heartbeat_at"].startswith("2020") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert store.get_run(run_id)["status"] == "running"
 
 
 # -- a lock held by another session ----------------------------------------------------------------
