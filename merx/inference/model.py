@@ -1,9 +1,9 @@
 """A trained model, ready to predict: from a run's best checkpoint or from an exported folder.
 
-The checkpoint's format is read in ONE place, :func:`load_weights`: today's ``best.pt`` holds
-``{"model", "config", "best_epoch"}`` with every weight; the resumable-runs format holds
-``{"model", "best_epoch", "ref_power"}`` without a frozen text tower's weights (they are the
-pretrained source's, rebuilt with the model). Both load here.
+Weights are loaded in ONE place, :func:`load_weights`, through ``merx.checkpoints.load_weights``:
+a run's ``best.pt`` holds ``{"model", "best_epoch", "ref_power", "config", "frozen"}`` without a
+frozen text tower's weights (they are the pretrained source's, rebuilt with the model); a
+checkpoint written before merx stored them holds every weight and no ``ref_power``. Both load.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def load_from_run(store, run_id, strict: bool = False, device: str = "cpu") -> T
     exp = experiment_of(cfg)
     ref = reference_power(exp, checkpoint.get("ref_power"), label)
     model, dev = build_model(cfg, exp, device, label)
-    load_weights(model, checkpoint["model"], f"{label} ({path})")
+    load_weights(model, checkpoint, f"{label} ({path})")
     return TrainedModel(cfg, exp, model.eval(), dev, ref, checkpoint.get("best_epoch", run.get("best_epoch")),
                         label, run.get("plugins") or [], warnings, run)
 
@@ -209,15 +209,6 @@ def _install_hint(record: dict) -> str:
     return "install the merx version the run used"
 
 
-def frozen_text_keys(model) -> set[str]:
-    """The state-dict keys of a frozen text tower: its pretrained source's weights, rebuilt with
-    the model, so a checkpoint or model folder need not carry them."""
-    tower = getattr(model, "text_tower", None)
-    if tower is None or not getattr(tower, "frozen", False):
-        return set()
-    return {f"text_tower.{k}" for k in tower.state_dict()}
-
-
 def build_model(cfg: dict, exp, device: str, label: str):
     """The model the config describes, its text tower from its pretrained source."""
     from merx.devices import select_device
@@ -232,24 +223,20 @@ def build_model(cfg: dict, exp, device: str, label: str):
     return model.to(dev), dev
 
 
-def load_weights(model, state: dict, label: str) -> None:
-    """Put ``state`` into ``model``. Only a frozen text tower's keys may be missing (the model
-    was built with them from the pretrained source); anything else that does not fit is refused."""
-    import torch
+def load_weights(model, checkpoint: dict, label: str) -> None:
+    """Put a checkpoint's (or a model folder's) ``model`` weights into ``model`` with
+    ``merx.checkpoints.load_weights``, the one loader: only frozen towers' keys may be missing
+    (the model was built with them from their pretrained source), and a recorded frozen tower
+    must be the one built."""
+    from merx.checkpoints import load_weights as load
+    from merx.errors import RunError
 
-    state = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    missing = sorted(set(result.missing_keys) - frozen_text_keys(model))
-    unexpected = sorted(result.unexpected_keys)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
-        raise PredictError(f"{label}: the weights do not fit the model its config builds ({'; '.join(parts)})",
-                           hint="a plugin's code changed since training: install the versions the run used "
-                                "(merx show RUN lists them)")
+    try:
+        load(model, checkpoint)
+    except RunError as exc:
+        raise PredictError(f"{label}: {exc}", hint="a plugin's code or the frozen text model changed since "
+                                                   "training: install the versions the run used (merx show "
+                                                   "RUN lists them)") from None
 
 
 # -- from a folder --------------------------------------------------------------------------
@@ -264,7 +251,7 @@ def load_from_folder(folder, strict: bool = False, device: str = "cpu") -> Train
     warnings = check_plugins(manifest.get("plugins") or [], label, strict, manifest.get("requirements") or [])
     exp = experiment_of(cfg)
     model, dev = build_model(cfg, exp, device, label)
-    load_weights(model, state, label)
+    load_weights(model, {"model": state}, label)
     ref = manifest["features"].get("ref_power")
     return TrainedModel(cfg, exp, model.eval(), dev, None if ref is None else float(ref),
                         manifest["run"].get("best_epoch"), label, manifest.get("plugins") or [], warnings,

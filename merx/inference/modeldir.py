@@ -83,11 +83,11 @@ def _readable(tmp: Path) -> None:
 
 def _write(trained, tmp: Path) -> dict:
     import merx
-    from merx.inference.model import frozen_text_keys
+    from merx.checkpoints import frozen_prefixes, trained_state
 
     cfg, exp, run = trained.cfg, trained.exp, trained.run
-    excluded = frozen_text_keys(trained.model)
-    state = {k: v for k, v in trained.model.state_dict().items() if k not in excluded}
+    excluded = frozen_prefixes(trained.model)
+    state = trained_state(trained.model)
     save_weights(state, tmp / WEIGHTS, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
                                        "run": trained.label})
     assets = _copy_assets(exp, tmp)
