@@ -247,6 +247,7 @@ class Trainer:
         self.history: list[dict] = []
         self.checkpoints = checkpoints
         self._resume_rng: dict | None = None  # put back right before the next epoch's first draw
+        self._restored_epoch: int | None = None  # the best_epoch of the weights fit ended with
 
     # -- the state a resumed run continues from -------------------------------------------------
 
@@ -307,6 +308,13 @@ class Trainer:
                     self.checkpoints = None
         es, epochs, monitor = self.early_stopping, self.settings.epochs, self.early_stopping.monitor
         notes = [es.stop_reason] if es.stopped_on_non_finite else []
+        if es.best_epoch is not None and self._restored_epoch != es.best_epoch:
+            # A resumed run whose process died after writing best.pt for an epoch and before that
+            # epoch's last.pt: the epoch was trained again and, off a CPU, can come out differently.
+            notes.append(f"the best weights on disk are epoch {self._restored_epoch}'s, not those of the best "
+                         f"epoch {es.best_epoch}: this resumed run trained epoch {self._restored_epoch} twice and the "
+                         "second time differently (nondeterministic kernels); its results use those weights")
+            warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
         if es.best_epoch is None and self.history:
             notes.append(f"no epoch had a finite {monitor}: there is no best epoch, and the model keeps the "
                          f"weights of the last epoch ({len(self.history)}); its results are not a model "
@@ -360,7 +368,8 @@ class Trainer:
                         raise TrainingDiverged(epoch, None, "validation loss", metrics["val_loss"])
         finally:
             # Also on KeyboardInterrupt or divergence: leave the model at its best epoch.
-            self.checkpoints.restore_best(self.model)
+            best = self.checkpoints.restore_best(self.model)
+            self._restored_epoch = None if best is None else best.get("best_epoch")
 
     def train_one_epoch(self, epoch: int, bar: Progress | None = None, task_id=None) -> dict[str, float]:
         """One pass over the training data; returns train_loss and the gradient-norm statistics.
