@@ -194,6 +194,21 @@ def test_a_copy_changes_no_schema_and_refuses_what_it_cannot_copy(tmp_path, post
     assert out.exit_code == 0 and "run2 is recorded running: copied as it stands" in out.stdout, out.output
 
 
+def test_deleting_a_copied_run_leaves_the_files_of_the_original(three_runs, postgres_url):
+    """A copy lists the source's checkpoint files (paths are copied, files are not): merx rm of
+    the copy must not delete them, nor the source run's folder."""
+    original = RunStore(three_runs).get_run(1)
+    files = [a["path"] for a in original["artifacts"]]
+    assert files and all(Path(f).is_file() for f in files)
+    assert merx("db", "copy", three_runs, postgres_url).exit_code == 0
+    out = merx("rm", "run1", "--db", postgres_url, "--yes")
+    assert out.exit_code == 0, out.output
+    assert "deleted run1 (0 files" in out.stdout and f"left {len(files)} file(s) in place" in out.stdout
+    assert all(Path(f).is_file() for f in files)  # the original's checkpoints are intact
+    assert RunStore(postgres_url).run_ids() == {2, 3}
+    assert RunStore(three_runs).get_run(1)["artifacts"] == original["artifacts"]
+
+
 def test_db_is_a_command_group():
     out = merx("db", "--help")
     assert out.exit_code == 0 and "copy" in out.stdout

@@ -33,8 +33,10 @@ def rm_cmd(run_ids, yes, db):
         click.confirm(f"Delete {len(runs)} run(s) and their files from {store.location}?", abort=True)
     deleted = store.delete_runs([r["id"] for r in runs])  # rows first: a file left over is merx gc's
     for run_id, paths in deleted.items():
-        files, size = _remove_run_files(store, run_id, paths)
-        out.print(plain(f"deleted {format_run_id(run_id)} ({files} files, {_human(size)})"))
+        files, size, foreign = _remove_run_files(store, run_id, paths)
+        left = (f"; left {len(foreign)} file(s) in place that are not in this database's run folder "
+                f"(a run copied by merx db copy lists its source's files): {', '.join(foreign)}") if foreign else ""
+        out.print(plain(f"deleted {format_run_id(run_id)} ({files} files, {_human(size)}){left}"))
 
 
 @click.command("gc")
@@ -79,17 +81,23 @@ def gc_cmd(dry_run, db):
     out.print(plain(f"{removed} item(s), {verb} {_human(total)} in {root}"))
 
 
-def _remove_run_files(store, run_id: int, paths: list[str]) -> tuple[int, int]:
+def _remove_run_files(store, run_id: int, paths: list[str]) -> tuple[int, int, list[str]]:
     """Delete a deleted run's listed files, then its folders (named ``run<id>``) with anything
-    else in them; how many listed files were removed and their bytes."""
+    else in them; how many listed files were removed, their bytes, and the listed files left
+    alone because they are not in a ``run<id>`` folder of this store's own folder (named after
+    the database, whatever the runs root): a run copied from another database (``merx db
+    copy``) lists that database's files, which deleting the copy must not touch."""
     import shutil
     from pathlib import Path
 
     from merx.store.folders import run_folder_name
 
-    files, size = 0, 0
+    files, size, foreign = 0, 0, []
     folders = {store.run_folder(run_id)}
     for p in map(Path, paths):
+        if p.parent.name != run_folder_name(run_id) or p.parent.parent.name != store.runs_dir.name:
+            foreign.append(str(p))
+            continue
         folders.add(p.parent)
         if p.is_file():
             size += _size(p)
@@ -98,7 +106,7 @@ def _remove_run_files(store, run_id: int, paths: list[str]) -> tuple[int, int]:
     for folder in folders:
         if folder.name == run_folder_name(run_id) and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
-    return files, size
+    return files, size, foreign
 
 
 def _size(path) -> int:
