@@ -9,8 +9,13 @@ median of ``--epochs`` repeats:
 
 (a) pure step: forward + loss + backward + optimizer step on random tensors already on the
     device, with the batch sizes of a real epoch: the floor any epoch of this model can reach;
-(b) merx: ``Trainer.train_one_epoch`` over the real DataLoader, and ``merx.train.evaluate`` of
-    the validation split, timed separately;
+(b) merx: ``Trainer.train_one_epoch`` over the batches of the path a run takes
+    (``merx.pipeline.loaders``: the feature bank, or the DataLoader for runs that need it), and
+    ``merx.train.evaluate`` of the validation split, timed separately; and the same two over the
+    per-song DataLoader path (``merx.dataset.make_loader``), for comparison, when the run's own
+    path is the bank;
+(d) with (b)'s comparison: the training epoch's inputs alone (every batch made and moved to the
+    device, no model) on each path;
 (c) a notebook-style loop: per-song ``.npy`` files in a temporary folder read by a plain
     DataLoader, a frozen text tower re-run on every batch (when the model has one), clipping as
     configured, and ``loss.item()`` every step.
@@ -113,7 +118,7 @@ def main(argv=None):
     from merx.config.settings import Experiment
     from merx.dataset import make_loader
     from merx.devices import select_device
-    from merx.pipeline import build, datasets, prepare
+    from merx.pipeline import build, datasets, loaders, prepare
     from merx.plugins import get_registry
     from merx.train import seed_everything
 
@@ -136,24 +141,26 @@ def main(argv=None):
         return Capped(make_loader(data[split], bs, shuffle=shuffle, num_workers=exp.train.num_workers,
                                   seed=exp.seed), args.batches)
 
-    train, val = loader("train", True), loader("validate", False)
+    chosen, path = loaders(exp, data, device)
+    train, val = Capped(chosen["train"], args.batches), Capped(chosen["validate"], args.batches)
+    per_song = None if path.startswith("DataLoader") else (loader("train", True), loader("validate", False))
     sizes = batch_sizes(len(data["train"]), bs, args.batches)
     example = next(iter(train))
     songs = sum(sizes)
     print(f"{exp.name}: {songs} training songs in {len(sizes)} steps of <= {bs} "
           f"({len(data['train'])} in the split), {len(val)} validation batches; "
           + ", ".join(f"{k} {list(v.shape[1:])}" for k, v in example.items() if isinstance(v, torch.Tensor))
-          + f"; {device}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; setup {setup:.0f} s",
-          flush=True)
+          + f"; {device}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; setup {setup:.0f} s; "
+          + f"inputs: {path}", flush=True)
 
-    results = measure(args, exp, model, train, val, data["train"], sizes, example, device)
+    results = measure(args, exp, model, train, val, data["train"], sizes, example, device, per_song)
     report(results, sizes, args.epochs)
 
 
-def measure(args, exp, model, train, val, train_data, sizes, example, device) -> dict:
+def measure(args, exp, model, train, val, train_data, sizes, example, device, per_song=None) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from merx.train import Trainer, build_optimizer, evaluate, loss_fn
+    from merx.train import Trainer, build_optimizer, evaluate, loss_fn, to_device
 
     trainer = Trainer(model, train, val, exp.train, exp.task, device, progress=False)  # moves the model
     amp, amp_dtype = trainer.amp, trainer.amp_dtype
@@ -180,6 +187,8 @@ def measure(args, exp, model, train, val, train_data, sizes, example, device) ->
     sync(device)
 
     times = {"pure": [], "merx_train": [], "merx_val": [], "notebook": []}
+    if per_song is not None:
+        times.update(loader_train=[], loader_val=[], inputs=[], loader_inputs=[])
     with tempfile.TemporaryDirectory() as tmp:
         notebook = NotebookLoop(exp, model, train_data, Path(tmp), device, amp, amp_dtype, params, args.batches)
         for epoch in range(1, args.epochs + 1):
@@ -195,6 +204,22 @@ def measure(args, exp, model, train, val, train_data, sizes, example, device) ->
             t0 = time.perf_counter()
             evaluate(model, val, exp.task, device, exp.train.amp)
             times["merx_val"].append(time.perf_counter() - t0)
+
+            if per_song is not None:  # the inputs alone (no model), then the same epoch over the per-song DataLoader
+                for key, source in (("inputs", train), ("loader_inputs", per_song[0])):
+                    t0 = time.perf_counter()
+                    for batch in source:
+                        batch = to_device(batch, device)
+                    sync(device)
+                    times[key].append(time.perf_counter() - t0)
+                trainer.train_loader = per_song[0]
+                t0 = time.perf_counter()
+                trainer.train_one_epoch(epoch)
+                times["loader_train"].append(time.perf_counter() - t0)
+                trainer.train_loader = train
+                t0 = time.perf_counter()
+                evaluate(model, per_song[1], exp.task, device, exp.train.amp)
+                times["loader_val"].append(time.perf_counter() - t0)
 
             t0 = time.perf_counter()
             notebook.epoch(optimizer)
@@ -278,6 +303,13 @@ def report(results: dict, sizes: list[int], epochs: int) -> None:
     row("(b) merx training epoch (`Trainer.train_one_epoch`)", med["merx_train"])
     row(f"(b) merx validation (`evaluate`, {results['val_batches']} batches; ms per batch)", med["merx_val"],
         count_flops=False, per=results["val_batches"])
+    if "loader_train" in med:
+        row("(b) per-song DataLoader path: training epoch", med["loader_train"])
+        row("(b) per-song DataLoader path: validation (ms per batch)", med["loader_val"], count_flops=False,
+            per=results["val_batches"])
+        row("(d) the training inputs alone, merx's path (no model)", med["inputs"], count_flops=False)
+        row("(d) the training inputs alone, per-song DataLoader (no model)", med["loader_inputs"],
+            count_flops=False)
     rerun = ", frozen text tower re-run per batch" if results["text_rerun"] else ""
     row(f"(c) notebook-style loop (per-song .npy{rerun}, .item() per step)", med["notebook"])
     # Ratios per repeat, then their median: the parts of one repeat run back to back, so a
@@ -286,7 +318,13 @@ def report(results: dict, sizes: list[int], epochs: int) -> None:
     print()
     for what, num, den in (("merx training epoch / pure step x steps", ["merx_train"], "pure"),
                            ("merx training + validation / pure step x steps", ["merx_train", "merx_val"], "pure"),
-                           ("notebook-style loop / merx training epoch", ["notebook"], "merx_train")):
+                           ("notebook-style loop / merx training epoch", ["notebook"], "merx_train"),
+                           ("per-song DataLoader training epoch / pure step x steps", ["loader_train"], "pure"),
+                           ("per-song DataLoader training epoch / merx training epoch", ["loader_train"],
+                            "merx_train"),
+                           ("per-song DataLoader inputs / merx inputs", ["loader_inputs"], "inputs")):
+        if any(k not in t for k in num):
+            continue
         ratios = [sum(t[k][i] for k in num) / t[den][i] for i in range(epochs)]
         print(f"{what}: {statistics.median(ratios):.2f} (per repeat: {', '.join(f'{r:.2f}' for r in ratios)})")
     print(f"(writing the notebook loop's per-song files took {results['notebook_setup']:.1f} s, once)")
