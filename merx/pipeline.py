@@ -375,6 +375,7 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id:
     else:
         run_id = resume_id
         store.reopen_run(run_id)  # now this process's; refused when another took it first
+        store.update_run(run_id, device=str(device))  # where it trains from now on
         before = store.get_run(run_id)
     epochs_done = {"n": 0}
     try:
