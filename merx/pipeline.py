@@ -351,7 +351,7 @@ def _guarded(cfg: dict, body):
 
 def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id: int | None = None) -> RunResult:
     from merx.baselines import Targets, compute_baselines
-    from merx.checkpoints import RunCheckpoints, disk_full, load_checkpoint, no_space
+    from merx.checkpoints import RunCheckpoints, disk_full, load_checkpoint, no_space, save_checkpoint
     from merx.config import config_hash
     from merx.plugins import get_registry
     from merx.store.liveness import Heartbeat
@@ -382,10 +382,16 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id:
         folder = run_folder(store, run_id)
         state = None
         if before is not None:
-            # Where the run wrote its checkpoint, even if the runs root has moved since.
-            last = next((Path(a["path"]) for a in before["artifacts"] if a["kind"] == "last"), folder / "last.pt")
-            folder = last.parent
+            files = {a["kind"]: Path(a["path"]) for a in before["artifacts"]}
+            last = files.get("last", folder / "last.pt")
             state = load_checkpoint(last) if last.exists() else None
+            if _own_folder(store, run_id, last.parent):
+                folder = last.parent  # where it wrote before, even if the runs root has moved since
+            elif state is not None and files.get("best", Path()).is_file():
+                # A run copied from another database (merx db copy) lists that database's files:
+                # read them, never write there; its best weights come along into its own folder.
+                save_checkpoint(load_checkpoint(files["best"]), folder / "best.pt")
+                store.add_artifact(run_id, "best", folder / "best.pt")
             epochs_done["n"] = state["epoch"] if state else 0
             store.drop_epochs_after(run_id, epochs_done["n"])
             store.clear_results(run_id)
@@ -475,6 +481,13 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id:
             raise failure from exc
         _record_end(store, run_id, "failed", f"{type(exc).__name__}: {exc}", epochs_done["n"])
         raise
+
+
+def _own_folder(store, run_id: int, folder: Path) -> bool:
+    """Whether ``folder`` is run ``run_id``'s folder in ``store``'s own folder (under any root)."""
+    from merx.store.folders import run_folder_name
+
+    return folder.name == run_folder_name(run_id) and folder.parent.name == store.runs_dir.name
 
 
 def _record_end(store, run_id: int, status: str, error: str, epochs_run: int) -> bool:

@@ -232,6 +232,18 @@ def test_a_run_killed_after_epoch_2_is_lost_then_resumed_to_the_results_of_a_str
     assert 2 <= len(kept) < 6 and kept == list(range(1, len(kept) + 1))  # every finished epoch kept
     assert "merx resume run1 continues it" in " ".join(invoke("show", "run1", "--db", db).stdout.split())
 
+    # A copy of the lost run in another database resumes from the original's checkpoint but
+    # writes only into its own run folder: the original's files stay as they were.
+    copy = tmp_path / "copy.db"
+    assert invoke("db", "copy", db, copy).exit_code == 0
+    source_files = {a["path"]: Path(a["path"]).read_bytes() for a in killed["artifacts"]}
+    assert {Path(p).name for p in source_files} == {"last.pt", "best.pt"}
+    copied = invoke("resume", "run1", "--db", copy)
+    assert copied.exit_code == 0, copied.output
+    assert {p: Path(p).read_bytes() for p in source_files} == source_files
+    in_copy = RunStore(copy).get_run(1)
+    assert Path(in_copy["checkpoint_path"]).parent == RunStore(copy).run_folder(1) != store.run_folder(1)
+
     resumed = invoke("resume", "run1", "--db", db)
     assert resumed.exit_code == 0, resumed.output
     assert "run1 resumed after epoch" in resumed.stdout
@@ -246,6 +258,7 @@ def test_a_run_killed_after_epoch_2_is_lost_then_resumed_to_the_results_of_a_str
         return {e: {k: v for k, v in m.items() if k != "epoch_seconds"} for e, m in run["epochs"].items()}
     assert curve(a) == curve(b)
     assert a["metrics"] == b["metrics"] and a["baselines"] == b["baselines"]
+    assert in_copy["metrics"] == a["metrics"] and in_copy["best_epoch"] == a["best_epoch"]
 
     def predictions(run_id):
         return [{k: v for k, v in p.items() if k != "run_id"} for p in store.get_predictions(run_id)]
