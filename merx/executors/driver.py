@@ -104,10 +104,12 @@ def run_with(backend, plan, store, rerun: bool = False, max_retries: int = 1, co
             if resume_run is not None and not can_resume():
                 counts.lost += 1
                 result.runs.append(CellRun(task.cell, task.seed, task.config_hash, "lost", resume_run, out.error))
-                say(f"[red]{where}: lost as run{resume_run}[/red] ({out.error}); this merx cannot resume runs")
+                say(f"[red]{where}: lost as run{resume_run}[/red] ({_escape(out.error or '')}); "
+                    "this merx cannot resume runs")
                 return
             again = f"resuming run{resume_run}" if resume_run is not None else "starting it again (nothing recorded)"
-            say(f"[yellow]{where}: lost[/yellow] ({out.error}); {again}, retry {task.attempt + 1} of {max_retries}")
+            say(f"[yellow]{where}: lost[/yellow] ({_escape(out.error or '')}); {again}, "
+                f"retry {task.attempt + 1} of {max_retries}")
             queue.append(task.retry(resume_run))
             return
         run = f"run{out.run_id}" if out.run_id is not None else "(not recorded)"
