@@ -29,10 +29,11 @@ SWEEP = '''
 '''
 
 
-def write_sweep(folder: Path, bert_dir, cache, epochs: int = 3, extra: str = "") -> Path:
+def write_sweep(folder: Path, bert_dir, cache, epochs: int = 3, extra: str = "", sweep: str = SWEEP) -> Path:
     (folder / "base.toml").write_text(tiny_toml(bert_dir, cache, epochs=epochs))
+    text = sweep
     sweep = folder / "sweep.toml"
-    sweep.write_text(textwrap.dedent(SWEEP) + textwrap.dedent(extra))
+    sweep.write_text(textwrap.dedent(text) + textwrap.dedent(extra))
     return sweep
 
 
@@ -86,11 +87,11 @@ def finish(proc, log: Path, timeout: float = 300.0) -> str:
     return log.read_text()
 
 
-def assert_six_completed_once(db, sweep: Path, killed: int | None, output: str) -> None:
+def assert_all_completed_once(db, sweep: Path, killed: int | None, output: str) -> None:
     store = RunStore(db)
     runs = store.list_runs(limit=None)
-    assert [r["status"] for r in runs] == ["completed"] * 6, output
     plan = load_plan(sweep)
+    assert [r["status"] for r in runs] == ["completed"] * plan.size, output
     wanted = sorted(config_hash(cfg) for cell in plan.cells for cfg in cell.configs)
     assert sorted(r["config_hash"] for r in runs) == wanted  # every cell × seed once: no duplicate rows
     if killed is not None:
@@ -114,17 +115,6 @@ def workers_in(folder: Path) -> list[int]:
     return found
 
 
-def can_resume() -> bool:
-    from merx import pipeline
-
-    return hasattr(pipeline, "resume")
-
-
-#: Until merx.pipeline.resume and the runs' pid column (the resume work, contracts 4-5) are on
-#: main, a killed worker's run cannot be resumed, nor the worker told from the store.
-needs_resume = pytest.mark.skipif(not can_resume(), reason="merx.pipeline.resume is not in this merx yet")
-
-
 @pytest.fixture
 def cache(tmp_path_factory):
     return tmp_path_factory.getbasetemp() / "tiny-data-cache"  # shared with the other modules' runs
@@ -132,7 +122,6 @@ def cache(tmp_path_factory):
 
 # -- the three executors, each with a worker killed -----------------------------------------------
 
-@needs_resume
 def test_ray_sweep_on_postgresql_resumes_a_killed_worker(tmp_path, cache, tiny_bert_dir, postgres_url):
     pytest.importorskip("ray")
     write_sweep(tmp_path, tiny_bert_dir, cache)
@@ -142,23 +131,22 @@ def test_ray_sweep_on_postgresql_resumes_a_killed_worker(tmp_path, cache, tiny_b
     assert proc.returncode == 0, output
     assert "on a local Ray instance (2 CPUs" in output
     assert "Ray worker died" in output
-    assert_six_completed_once(postgres_url, tmp_path / "sweep.toml", killed, output)
+    assert_all_completed_once(postgres_url, tmp_path / "sweep.toml", killed, output)
 
 
-@needs_resume
 def test_slurm_sweep_through_submitit_resumes_a_killed_job(tmp_path, cache, tiny_bert_dir):
     pytest.importorskip("submitit")
-    write_sweep(tmp_path, tiny_bert_dir, cache, extra='[executor]\ncluster = "local"\nfolder = "jobs"\n')
+    # parallel = 2: the local executor would start all six jobs at once on two cores.
+    write_sweep(tmp_path, tiny_bert_dir, cache, extra='[executor]\ncluster = "local"\nfolder = "jobs"\nparallel = 2\n')
     proc, log = start_driver(tmp_path, "--executor", "slurm", "--time", 10, "--db", "r.db")
     killed = kill_mid_run(tmp_path / "r.db", proc)
     output = finish(proc, log)
     assert proc.returncode == 0, output
     assert "submitit's local executor" in output and "ended without a result" in output
     assert any((tmp_path / "jobs").iterdir())  # submitit's job folders: the cluster code path ran
-    assert_six_completed_once(tmp_path / "r.db", tmp_path / "sweep.toml", killed, output)
+    assert_all_completed_once(tmp_path / "r.db", tmp_path / "sweep.toml", killed, output)
 
 
-@needs_resume
 def test_local_jobs_spread_over_gpus_and_resume_a_killed_worker(tmp_path, cache, tiny_bert_dir):
     write_sweep(tmp_path, tiny_bert_dir, cache)
     # Two GPUs as the driver sees them: a CPU build of torch ignores the variable, so the runs
@@ -173,20 +161,21 @@ def test_local_jobs_spread_over_gpus_and_resume_a_killed_worker(tmp_path, cache,
     assert proc.returncode == 0, output
     assert "2 local worker process(es) at once on 2 GPU(s) (3, 5)" in output
     assert "worker process killed by signal 9" in output
-    assert_six_completed_once(tmp_path / "r.db", tmp_path / "sweep.toml", run["id"], output)
+    assert_all_completed_once(tmp_path / "r.db", tmp_path / "sweep.toml", run["id"], output)
 
 
 # -- Ctrl-C --------------------------------------------------------------------------------------
 
 def test_ctrl_c_cancels_a_parallel_sweep_and_the_next_run_resumes_it(tmp_path, cache, tiny_bert_dir):
-    write_sweep(tmp_path, tiny_bert_dir, cache)
+    # One cell × 3 seeds: two in flight when Ctrl-C comes, one queued.
+    write_sweep(tmp_path, tiny_bert_dir, cache, sweep='extends = "base.toml"\n[sweep]\nseeds = 3\n')
     proc, log = start_driver(tmp_path, "--jobs", 2, "--db", "r.db")
     run = running_with_epochs(tmp_path / "r.db", proc=proc, pid=False)
     assert len(workers_in(tmp_path)) == 2
     proc.send_signal(signal.SIGINT)
     output = finish(proc, log, timeout=60)
     assert proc.returncode == 130, output
-    assert "cancelling 2 run(s) in flight" in output and "interrupted by Ctrl-C" in output
+    assert "cancelling 2 run(s) in flight and 1 queued" in output and "interrupted by Ctrl-C" in output
     store = RunStore(tmp_path / "r.db")
     runs = store.list_runs(limit=None)
     assert "running" not in {r["status"] for r in runs} and "lost" not in {r["status"] for r in runs}
@@ -194,15 +183,13 @@ def test_ctrl_c_cancels_a_parallel_sweep_and_the_next_run_resumes_it(tmp_path, c
     assert run["id"] in interrupted
     store.close()
     assert workers_in(tmp_path) == []  # the workers are gone, not left training
-    if not can_resume():
-        return
 
     proc, log = start_driver(tmp_path, "--jobs", 2, "--db", "r.db")
     output = finish(proc, log)
     assert proc.returncode == 0, output
     for run_id in interrupted:
         assert f"resuming run{run_id}, which was lost or interrupted" in output
-    assert_six_completed_once(tmp_path / "r.db", tmp_path / "sweep.toml", None, output)
+    assert_all_completed_once(tmp_path / "r.db", tmp_path / "sweep.toml", None, output)
 
 
 # -- settings and missing extras -----------------------------------------------------------------

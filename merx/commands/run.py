@@ -49,9 +49,9 @@ def run_cmd(file, sets, seeds, rerun, best_by, dry_run, resume_run, db, **execut
     from merx.errors import UsageError
 
     if resume_run is not None:
-        if file or sets or seeds or rerun or dry_run:
-            raise UsageError("--resume RUN continues the run with its own recorded config: give no FILE, "
-                             "--set, --seeds, --rerun or --dry-run with it")
+        if file or sets or seeds or rerun or dry_run or any(v is not None for v in executor.values()):
+            raise UsageError("--resume RUN continues the run with its own recorded config in this process: give "
+                             "no FILE, --set, --seeds, --rerun, --dry-run or executor option with it")
         _resume(resume_run, db)
         return
     if file is None:
@@ -171,7 +171,7 @@ def _run_plan(plan, rerun, best_by, dry_run, db, settings):
         try:
             if parallel:
                 from merx.executors import open_backend
-                from merx.executors.driver import can_resume, run_with
+                from merx.executors.driver import run_with
 
                 backend = open_backend(settings)  # a missing extra or an unreachable cluster fails here
                 result = run_with(backend, plan, store, rerun=rerun, max_retries=settings.max_retries, console=out)
@@ -179,9 +179,8 @@ def _run_plan(plan, rerun, best_by, dry_run, db, settings):
                 result = run_plan(plan, store, rerun=rerun, console=out, progress=True)
         except KeyboardInterrupt as exc:
             if parallel:
-                again = " and resumes the interrupted ones" if can_resume() else ""
                 raise interrupted_error(exc, "", "the runs in flight were cancelled and are recorded as "
-                                        f"'interrupted'; {kept}{again}") from None
+                                        f"'interrupted'; {kept} and resumes the interrupted ones") from None
             raise interrupted_error(exc, "the current run, {run}, is recorded as 'interrupted'; " + kept,
                                     "the current run had not started, so nothing of it was recorded; " + kept,
                                     ) from None

@@ -222,6 +222,8 @@ EXECUTOR: dict[str, Any] = {
     "partition": F(str, "", "slurm: the partition (`--partition`); empty: the cluster's default."),
     "time": F(int, 60, "slurm: time limit of each job in minutes (`--time`).", ge=1),
     "account": F(str, "", "slurm: the account to charge; empty: your default."),
+    "parallel": F(int, 0, "slurm: at most this many jobs at once (Slurm's array throttle, `--array=...%N`); "
+                  "0: as many as the cluster gives.", ge=0),
     "folder": F(str, ".merx/slurm", "slurm: where submitit keeps each job's task, output and log (on a cluster, a "
                 "folder on a shared filesystem)."),
     "cluster": F(str, "slurm", "slurm: submit to Slurm, or run the same jobs as processes on this machine through "

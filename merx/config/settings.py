@@ -255,5 +255,6 @@ class ExecutorSettings(_Section):
     partition: str = _executor_default("partition")
     time: int = _executor_default("time")
     account: str = _executor_default("account")
+    parallel: int = _executor_default("parallel")
     folder: str = _executor_default("folder")
     cluster: str = _executor_default("cluster")

@@ -31,16 +31,9 @@ def cell_state(store, cfg: dict) -> tuple[str, int | None]:
     if done:
         return "done", done[0]["id"]
     newest = store.list_runs(config_hash=h, limit=1)
-    if newest and newest[0]["status"] in RESUMABLE and can_resume():
+    if newest and newest[0]["status"] in RESUMABLE:
         return "resume", newest[0]["id"]
     return "new", None
-
-
-def can_resume() -> bool:
-    """Whether this merx continues runs (``merx.pipeline.resume``)."""
-    from merx import pipeline
-
-    return hasattr(pipeline, "resume")
 
 
 @dataclass
@@ -101,12 +94,6 @@ def run_with(backend, plan, store, rerun: bool = False, max_retries: int = 1, co
             out = Outcome("completed", recorded[0])
         if out.status == "lost" and task.attempt < max_retries:
             resume_run = recorded and recorded[0]
-            if resume_run is not None and not can_resume():
-                counts.lost += 1
-                result.runs.append(CellRun(task.cell, task.seed, task.config_hash, "lost", resume_run, out.error))
-                say(f"[red]{where}: lost as run{resume_run}[/red] ({_escape(out.error or '')}); "
-                    "this merx cannot resume runs")
-                return
             again = f"resuming run{resume_run}" if resume_run is not None else "starting it again (nothing recorded)"
             say(f"[yellow]{where}: lost[/yellow] ({_escape(out.error or '')}); {again}, "
                 f"retry {task.attempt + 1} of {max_retries}")

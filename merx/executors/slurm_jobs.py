@@ -27,8 +27,6 @@ def import_submitit():
 
 
 class SlurmBackend:
-    capacity = None  # every job is submitted; the scheduler queues them
-
     def __init__(self, settings):
         submitit = self.submitit = import_submitit()
         self.cluster = settings.cluster
@@ -45,6 +43,13 @@ class SlurmBackend:
             params["slurm_partition"] = settings.partition
         if settings.account:
             params["slurm_account"] = settings.account
+        # Slurm throttles an array itself; submitit's local executor starts every job at once,
+        # so there the driver holds back what exceeds the limit.
+        self.capacity = None
+        if settings.parallel and settings.cluster == "slurm":
+            params["slurm_array_parallelism"] = settings.parallel
+        elif settings.parallel:
+            self.capacity = settings.parallel
         self.executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
         self.settings = settings
         self.jobs: dict = {}  # job -> Task
