@@ -132,6 +132,12 @@ def run_with(backend, plan, store, rerun: bool = False, max_retries: int = 1, co
         return False
 
     waiting: set[int] = set()
+    # On a terminal, a status line under the per-run lines keeps the counts and the time in view
+    # between outcomes (a run can take hours); elsewhere (logs, CI) the per-run lines say it all.
+    live = console.status("") if console is not None and console.is_terminal else None
+    started = time.monotonic()
+    if live is not None:
+        live.start()
     try:
         while queue or backend.in_flight():
             held = []
@@ -142,6 +148,10 @@ def run_with(backend, plan, store, rerun: bool = False, max_retries: int = 1, co
                 else:
                     held.append(task)
             queue.extend(held)
+            if live is not None:
+                elapsed = int(time.monotonic() - started)
+                live.update(f"{counts.text(backend.in_flight(), backend.capacity is None)}; "
+                            f"{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d} elapsed")
             if held and not backend.in_flight():
                 time.sleep(1.0)
             for task, out in backend.poll(0.5):
@@ -155,6 +165,8 @@ def run_with(backend, plan, store, rerun: bool = False, max_retries: int = 1, co
             finish(task, out)
         raise
     finally:
+        if live is not None:
+            live.stop()
         backend.close()
     say(f"[bold]{counts.text(0)}[/bold]")
     return result
