@@ -239,3 +239,20 @@ def test_slurm_without_a_cluster_says_how_to_try_it_locally(tmp_path):
     result = invoke("run", tmp_path / "a.toml", "--executor", "slurm", "--db", tmp_path / "r.db")
     assert result.exit_code != 0 and "cannot submit Slurm jobs from here" in result.output
     assert 'cluster = "local"' in result.output
+
+
+def test_a_serial_sweep_resumes_a_lost_cell_under_its_id(tmp_path, cache, tiny_bert_dir):
+    """--jobs 1 (in the driver's process) also continues a cell whose newest run was lost."""
+    write_sweep(tmp_path, tiny_bert_dir, cache, epochs=2, sweep='extends = "base.toml"\n[sweep]\nseeds = 2\n')
+    cfg = load_plan(tmp_path / "sweep.toml").cells[0].configs[1]
+    store = RunStore(tmp_path / "r.db", write=True)
+    lost = store.start_run(cfg["name"], str(tmp_path / "sweep.toml"), cfg, config_hash(cfg),
+                           config_hash(cfg, include_seed=False), cfg["seed"], cfg["task"], "cpu", {}, None)
+    # Its process on another host, silent since 2020: lost by the heartbeat.
+    store.update_run(lost, host="elsewhere", heartbeat_at="2020-01-01T00:00:00.000+00:00")
+    assert store.get_run(lost)["status"] == "lost"
+    result = invoke("run", tmp_path / "sweep.toml", "--db", tmp_path / "r.db")
+    assert result.exit_code == 0, result.output
+    assert f"seed 2: resuming run{lost}, which was lost or interrupted" in result.output
+    assert_all_completed_once(tmp_path / "r.db", tmp_path / "sweep.toml", None, result.output)
+    assert sorted(store.get_run(lost)["epochs"]) == [1, 2]
