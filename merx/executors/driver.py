@@ -109,7 +109,8 @@ def run_with(backend, plan, store, rerun: bool = False, max_retries: int = 1, co
             say(f"[red]{where} failed as {run}:[/red] {_escape(out.error or '')}")
         elif out.status == "interrupted":
             counts.interrupted += 1
-            say(f"[yellow]{where}: interrupted as {run}[/yellow]")
+            say(f"[yellow]{where}: interrupted as {run}[/yellow]" if out.run_id is not None
+                else f"[yellow]{where}: cancelled before it started[/yellow]")
         else:
             counts.lost += 1
             run_id = out.run_id if out.run_id is not None else (recorded and recorded[0])
