@@ -6,8 +6,9 @@ in fp32, 14.5 ms with channels_last and ``cudnn.benchmark`` together, 12.2 ms wi
 (``train.channels_last``) and cuDNN picks its kernels by timing them (``cudnn.benchmark``, not
 with ``train.deterministic``, which needs cuDNN's fixed choices), and autocast is bf16 where the
 GPU has it (``merx.devices.amp_settings``). On a CPU none of them applies. ``torch.compile``
-(``train.compile``) is off by default: it costs a compilation at the start of every run, and
-no measurement yet shows it paying for that on merx's models.
+(``train.compile``) is off by default: on a CPU it made the quickstart's step 20-30 % faster but
+took minutes to compile, more than a whole quickstart run saves (``benchmarks/README.md``); on
+a GPU it is untimed.
 """
 
 from __future__ import annotations
