@@ -414,7 +414,11 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id:
         model = build(exp, registry)
         data = datasets(exp, prepared, model, device)
 
-        batches, _path = loaders(exp, data, device)
+        batches, path = loaders(exp, data, device)
+        if console is not None:  # which way the batches come, as the README's design notes describe
+            from rich.markup import escape
+
+            console.print(f"[dim]inputs: {escape(path)}[/dim]")
         train_loader, val_loader, test_loader = batches["train"], batches["validate"], batches["test"]
         heartbeat = Heartbeat(store, run_id)
 

@@ -176,3 +176,19 @@ def test_data_on_device_takes_auto_true_or_false_and_says_so_otherwise(experimen
         experiment(data_on_device="yes")
     with pytest.raises(ConfigError, match=r"expected a string or true or false, got 1"):
         experiment(data_on_device=1)
+
+
+def test_a_run_says_which_path_its_inputs_take(experiment, tmp_path):
+    from rich.console import Console
+
+    from merx.pipeline import run
+    from merx.store import RunStore
+
+    console = Console(record=True, width=200)
+    store = RunStore(str(tmp_path / "results.db"))
+    try:
+        result = run(experiment(epochs=1), None, store, progress=False, console=console)
+    finally:
+        store.close()
+    assert result.status == "completed"
+    assert "inputs: feature bank in memory (" in console.export_text()

@@ -103,25 +103,29 @@ class SplitBank:
             self.mel, self.lengths = self._load(view, sources)
 
     def _load(self, view, sources) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each spectrogram in dB, written into one preallocated tensor (never two copies of the
+        split in memory): its file's shape is read first (memory-mapped, no data)."""
         from merx.features.crop import crop
         from merx.features.mel import to_db
 
-        dbs = [to_db(view.feature_set.load_power(sid) if path is None else np.load(path, allow_pickle=False),
-                     view.ref_power, view.top_db)
-               for sid, paths in zip(self.song_ids, sources, strict=True) for path in paths]
-        if not self.random_crop:
-            # The fixed window, exactly as the per-song path crops it (random evaluates as middle).
-            strategy = "middle" if view.strategy == "random" else view.strategy
-            windows = [crop(db, view.n_frames, strategy, floor=view.floor) for db in dbs]
-            mel = torch.from_numpy(np.stack(windows)) if windows else torch.empty(0, 0, view.n_frames)
-            return mel, torch.full((len(windows),), view.n_frames, dtype=torch.long)
-        lengths = [d.shape[-1] for d in dbs]
-        width = max([view.n_frames, *lengths])
-        mel = torch.full((len(dbs), dbs[0].shape[0] if dbs else 0, width), np.float32(view.floor),
-                         dtype=torch.float32)
-        for i, d in enumerate(dbs):
-            mel[i, :, :d.shape[-1]] = torch.from_numpy(d)
-        return mel, torch.tensor(lengths, dtype=torch.long)
+        files = [view.feature_set.paths[sid] if path is None else path
+                 for sid, paths in zip(self.song_ids, sources, strict=True) for path in paths]
+        shapes = [np.load(f, mmap_mode="r", allow_pickle=False).shape for f in files]
+        n_mels = shapes[0][0] if shapes else 0
+        lengths = torch.tensor([shape[-1] for shape in shapes], dtype=torch.long)
+        # The fixed window as the per-song path crops it (random evaluates as middle), or the
+        # full spectrograms padded with the floor for a random training crop.
+        width = max([view.n_frames, *lengths.tolist()]) if self.random_crop else view.n_frames
+        strategy = "middle" if view.strategy == "random" else view.strategy
+        mel = torch.empty(len(files), n_mels, width, dtype=torch.float32)
+        for i, f in enumerate(files):
+            db = to_db(np.load(f, allow_pickle=False), view.ref_power, view.top_db)
+            if self.random_crop:
+                mel[i, :, :db.shape[-1]] = torch.from_numpy(db)
+                mel[i, :, db.shape[-1]:] = float(np.float32(view.floor))
+            else:
+                mel[i] = torch.from_numpy(crop(db, view.n_frames, strategy, floor=view.floor))
+        return mel, lengths if self.random_crop else torch.full((len(files),), view.n_frames, dtype=torch.long)
 
     @property
     def nbytes(self) -> int:
