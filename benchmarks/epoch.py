@@ -8,7 +8,9 @@ On the experiment's real shapes (its data prepared as `merx prepare` does, its m
 median of ``--epochs`` repeats:
 
 (a) pure step: forward + loss + backward + optimizer step on random tensors already on the
-    device, with the batch sizes of a real epoch: the floor any epoch of this model can reach;
+    device, with the batch sizes of a real epoch: the floor any epoch of this model can reach
+    (with the run's kernels: the Trainer, built first, puts the audio tower in channels_last on
+    CUDA, and every part runs with ``cudnn.benchmark`` as ``Trainer.fit`` does);
 (b) merx: ``Trainer.train_one_epoch`` over the batches of the path a run takes
     (``merx.pipeline.loaders``: the feature bank, or the DataLoader for runs that need it), and
     ``merx.train.evaluate`` of the validation split, timed separately; and the same two over the
@@ -160,6 +162,7 @@ def main(argv=None):
 def measure(args, exp, model, train, val, train_data, sizes, example, device, per_song=None) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
+    from merx.kernels import cudnn_autotune
     from merx.train import Trainer, build_optimizer, evaluate, loss_fn, to_device
 
     trainer = Trainer(model, train, val, exp.train, exp.task, device, progress=False)  # moves the model
@@ -183,13 +186,15 @@ def measure(args, exp, model, train, val, train_data, sizes, example, device, pe
             output = model(full)
         loss_fn(exp.task, output, full["target"]).backward()
     flops = counter.get_total_flops() * sum(sizes) / max(sizes)  # per epoch: FLOPs scale with songs
-    pure_step(full)  # warm-up: allocator, kernel choice, lazy state
+    with cudnn_autotune(device, exp.train.deterministic):
+        pure_step(full)  # warm-up: allocator, kernel choice, lazy state
     sync(device)
 
     times = {"pure": [], "merx_train": [], "merx_val": [], "notebook": []}
     if per_song is not None:
         times.update(loader_train=[], loader_val=[], inputs=[], loader_inputs=[])
-    with tempfile.TemporaryDirectory() as tmp:
+    # As Trainer.fit: cuDNN picks its kernels by timing them on CUDA (merx.kernels), for every part.
+    with tempfile.TemporaryDirectory() as tmp, cudnn_autotune(device, exp.train.deterministic):
         notebook = NotebookLoop(exp, model, train_data, Path(tmp), device, amp, amp_dtype, params, args.batches)
         for epoch in range(1, args.epochs + 1):
             t0 = time.perf_counter()
