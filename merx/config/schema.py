@@ -181,9 +181,9 @@ SCHEMA: dict[str, Any] = {
         "num_workers": F(int, 0, "DataLoader worker processes (the DataLoader path only; the feature bank "
                          "needs none).", ge=0),
         "data_on_device": F((str, bool), "auto", "Where the feature bank keeps a run's inputs: on the training "
-                            "device (true), in pinned host memory copied per batch (false), or on the device when "
-                            "all splits fit in half its free memory (auto). CPU runs keep them in memory either "
-                            "way. Runs with on-the-fly waveform augmentation, text augmentation, or a "
+                            "device (true), in host memory with each batch copied from pinned memory (false), or on "
+                            "the device when all splits fit in half its free memory (auto). CPU runs keep them in "
+                            "memory either way. Runs with on-the-fly waveform augmentation, text augmentation, or a "
                             "spectrogram augmentation plugin other than frequency_mask/time_mask use the DataLoader "
                             "instead.",
                             ("auto", True, False)),

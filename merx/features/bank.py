@@ -20,8 +20,10 @@ masks (their fill values included) are then applied batched on the device. The t
 bit for bit, masks up to the float32 rounding of a fill mean summed in another order (tested).
 
 Where it lives: ``train.data_on_device`` true keeps the bank on the training device, false in
-pinned host memory from which each batch is copied without blocking, and "auto" on the device
-when all splits fit in :data:`DEVICE_BUDGET` of its free memory. On a CPU it is host memory.
+host memory, from which each batch is gathered straight into pinned memory and copied to a CUDA
+device without blocking (the bank itself is not pinned: page-locking gigabytes starves the
+host), and "auto" on the device when all splits fit in :data:`DEVICE_BUDGET` of its free
+memory. On a CPU it is host memory.
 
 Precomputed waveform variants (``augment.strategy = "precompute"``) are rows of the bank too, one
 per variant, and each epoch picks a song's row as the per-song path picks its file. Runs whose
@@ -127,16 +129,23 @@ class SplitBank:
                 mel[i] = torch.from_numpy(crop(db, view.n_frames, strategy, floor=view.floor))
         return mel, lengths if self.random_crop else torch.full((len(files),), view.n_frames, dtype=torch.long)
 
+    def _take(self, t: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Rows ``index`` of ``t`` on ``device``: gathered in place on the device, or on the host
+        straight into pinned memory and copied from there without blocking."""
+        if not _pinned(self.storage, device):
+            return _to(t.index_select(0, index), device)
+        out = torch.empty((len(index), *t.shape[1:]), dtype=t.dtype, pin_memory=True)
+        return _to(torch.index_select(t, 0, index, out=out), device)
+
     @property
     def nbytes(self) -> int:
         tensors = [self.target, *self.text.values()] + ([self.mel] if self.mel is not None else [])
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def to(self, storage: torch.device, pin: bool = False) -> SplitBank:
-        """Move the tensors to ``storage`` (pinned host memory with ``pin``)."""
+    def to(self, storage: torch.device) -> SplitBank:
+        """Move the tensors to ``storage``."""
         def move(t):
-            t = t.to(storage)
-            return t.pin_memory() if pin else t
+            return t.to(storage)
 
         self.target = move(self.target)
         self.text = {k: move(v) for k, v in self.text.items()}
@@ -193,32 +202,35 @@ class SplitBank:
         """The inputs of songs ``index`` (a tensor on the bank's storage) on ``device``; ``rows``
         and ``starts`` (on the storage) and ``bands`` (on ``device``, indexed by
         ``index_on_device``) are an epoch's draws."""
-        copy = _copier(self.storage, device)
-        out = {"song_id": song_ids, "target": copy(self.target.index_select(0, index))}
+        out = {"song_id": song_ids, "target": self._take(self.target, index, device)}
         for key, values in self.text.items():
-            out[key] = copy(values.index_select(0, index))
+            out[key] = self._take(values, index, device)
         if self.mel is not None:
             row = index if rows is None else rows.index_select(0, index)
             if starts is None:
-                mel = self.mel.index_select(0, row)
+                mel = self._take(self.mel, row, device)
             else:  # the random crop: a gather of each song's window
                 cols = starts.index_select(0, index)[:, None] + torch.arange(self.n_frames, device=index.device)
                 bands_ = torch.arange(self.mel.shape[1], device=index.device)
                 mel = self.mel[row[:, None, None], bands_[None, :, None], cols[:, None, :]]
-            mel = copy(mel)
+                mel = _to(mel.pin_memory() if _pinned(self.storage, device) else mel, device)
             for (_, mask), b in zip(self.masks, bands, strict=True):
                 mel = apply_bands(mel, b.index_select(0, index_on_device), mask.axis, mask.fill)
             out["mel"] = mel.unsqueeze(1)
         return out
 
 
-def _copier(storage: torch.device, device: torch.device):
-    if storage == device:
-        return lambda t: t
-    if device.type == "cuda" and storage.type == "cpu":
-        # From pinned memory the copy is asynchronous: the host goes on to the next batch.
-        return lambda t: t.pin_memory().to(device, non_blocking=True)
-    return lambda t: t.to(device)
+def _pinned(storage: torch.device, device: torch.device) -> bool:
+    """Whether batches are gathered into pinned host memory (a host bank for a CUDA run)."""
+    return storage.type == "cpu" and device.type == "cuda"
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # From pinned memory the copy is asynchronous: the host goes on to the next batch. (The caching
+    # host allocator keeps a freed pinned block until the copies that read it have finished.)
+    if t.device == device:
+        return t
+    return t.to(device, non_blocking=t.is_pinned())
 
 
 def apply_bands(mel: torch.Tensor, bands: torch.Tensor, axis: int, fill: str) -> torch.Tensor:
@@ -251,11 +263,10 @@ def place(banks: dict[str, SplitBank], device: torch.device, setting) -> str:
     elif setting == "auto" and device.type != "cpu":
         on_device = True  # MPS shares the host's memory
     storage = device if on_device else torch.device("cpu")
-    pin = not on_device and device.type == "cuda"
     for bank in banks.values():
-        bank.to(storage, pin=pin)
+        bank.to(storage)
     where = "on the device" if on_device and device.type != "cpu" else \
-        ("in memory" if device.type == "cpu" else "in pinned host memory")
+        ("in memory" if device.type == "cpu" else "in host memory, batches copied from pinned memory")
     return f"feature bank {where} ({total / 2**20:.0f} MiB)"
 
 
