@@ -29,7 +29,12 @@ SWEEP = '''
 '''
 
 
-def write_sweep(folder: Path, bert_dir, cache, epochs: int = 3, extra: str = "", sweep: str = SWEEP) -> Path:
+#: Epochs of the sweeps whose workers are killed or interrupted after their first: enough left
+#: (a tiny epoch is a few tens of milliseconds on warm features) that the signal lands mid-run.
+EPOCHS = 8
+
+
+def write_sweep(folder: Path, bert_dir, cache, epochs: int = EPOCHS, extra: str = "", sweep: str = SWEEP) -> Path:
     (folder / "base.toml").write_text(tiny_toml(bert_dir, cache, epochs=epochs))
     text = sweep
     sweep = folder / "sweep.toml"
@@ -74,8 +79,15 @@ def running_with_epochs(db, timeout: float = 180.0, proc=None, pid: bool = True)
 
 def kill_mid_run(db, proc) -> int:
     run = running_with_epochs(db, proc=proc)
-    os.kill(int(run["pid"]), signal.SIGKILL)
+    kill(db, run)
     return run["id"]
+
+
+def kill(db, run: dict) -> None:
+    os.kill(int(run["pid"]), signal.SIGKILL)
+    store = RunStore(db)
+    assert store.get_run(run["id"])["status"] != "completed", "the run ended before the kill: raise EPOCHS"
+    store.close()
 
 
 def finish(proc, log: Path, timeout: float = 300.0) -> str:
@@ -97,8 +109,8 @@ def assert_all_completed_once(db, sweep: Path, killed: int | None, output: str) 
     if killed is not None:
         assert f"resuming run{killed}" in output, output
         run = store.get_run(killed)
-        assert run["status"] == "completed" and run["epochs_run"] == 3
-        assert sorted(run["epochs"]) == [1, 2, 3]  # each epoch once: resumed, not rerun beside
+        assert run["status"] == "completed" and run["epochs_run"] == EPOCHS
+        assert sorted(run["epochs"]) == list(range(1, EPOCHS + 1))  # each epoch once: resumed, not rerun beside
     store.close()
 
 
@@ -156,7 +168,7 @@ def test_local_jobs_spread_over_gpus_and_resume_a_killed_worker(tmp_path, cache,
     environ = dict(item.split("=", 1) for item in
                    Path(f"/proc/{run['pid']}/environ").read_text().split("\0") if "=" in item)
     assert environ["CUDA_VISIBLE_DEVICES"] in ("3", "5") and environ["OMP_NUM_THREADS"] == "1"
-    os.kill(int(run["pid"]), signal.SIGKILL)
+    kill(tmp_path / "r.db", run)
     output = finish(proc, log)
     assert proc.returncode == 0, output
     assert "2 local worker process(es) at once on 2 GPU(s) (3, 5)" in output
