@@ -158,7 +158,7 @@ def test_a_database_that_needs_migrating_waits_for_the_lock_and_then_migrates(tm
     with held_lock(db, tmp_path / "signals", hold_s=1.0) as lock:
         store = RunStore(db)
         assert lock.released.exists()
-    assert store.upgraded == ["m002_run_lookup_indexes", "m003_data_notes"]
+    assert store.upgraded == [m.__name__ for m in MIGRATIONS[1:]]
     monkeypatch.setenv("MERX_DB_BUSY_TIMEOUT", "0.2")
     db3 = tmp_path / "three.db"
     engine = create_store_engine(f"sqlite:///{db3}")
