@@ -244,13 +244,14 @@ def test_resolved_toml_leaves_unset_settings_out_and_reloads(tmp_path):
     assert config.load(write(tmp_path / "again.toml", text)) == cfg
 
 
-def test_a_setting_added_later_at_its_neutral_value_leaves_the_hash_of_older_runs_alone():
+@pytest.mark.parametrize("key, other", [("deterministic", True), ("data_on_device", False), ("compile", True),
+                                        ("channels_last", False)])
+def test_a_setting_added_later_at_its_neutral_value_leaves_the_hash_of_older_runs_alone(key, other):
     cfg = config.resolve({"seed": 1}, "x.toml")
-    before = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "deterministic"}}  # as stored pre-key
-    assert cfg["train"]["deterministic"] is False
+    before = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != key}}  # as stored pre-key
     assert config.config_hash(cfg) == config.config_hash(before)
     assert config.config_hash(cfg, include_seed=False) == config.config_hash(before, include_seed=False)
-    on = config.resolve({"seed": 1, "train": {"deterministic": True}}, "x.toml")
+    on = config.resolve({"seed": 1, "train": {key: other}}, "x.toml")
     assert config.config_hash(on) != config.config_hash(cfg)
     assert "deterministic" in cfg["train"]  # hashing never edits the config it reads
 

@@ -12,7 +12,12 @@ _COSMETIC = ("name", "description", "tags")
 #: before they existed. A config holding that value hashes as if the key were absent, so runs
 #: recorded before and after the key appeared still share a group (compare, a sweep's "already
 #: done") -- every new schema key with a neutral default goes here.
-_LATER_DEFAULTS = {("train", "deterministic"): False}
+_LATER_DEFAULTS = {
+    ("train", "deterministic"): False,
+    ("train", "data_on_device"): "auto",
+    ("train", "compile"): False,
+    ("train", "channels_last"): True,
+}
 
 
 def canonical_json(cfg: dict) -> str:
