@@ -30,8 +30,19 @@ SAMPLE_LYRICS = ("I walk alone down the empty road tonight",
 
 
 def as_experiment(cfg: dict | Experiment) -> Experiment:
-    """The typed experiment of a resolved config (an ``Experiment`` is returned as it is)."""
-    return cfg if isinstance(cfg, Experiment) else Experiment.from_config(cfg)
+    """The typed experiment of a resolved config (an ``Experiment`` is returned as it is).
+
+    A config stored by an older merx (a run resumed, a checkpoint predicted from) lacks the keys
+    added since; ``resolve`` fills them with their defaults. The stored config itself stays as
+    it was recorded."""
+    if isinstance(cfg, Experiment):
+        return cfg
+    try:
+        return Experiment.from_config(cfg)
+    except KeyError:
+        from merx.config import resolve
+
+        return Experiment.from_config(resolve(cfg))
 
 
 @dataclass
@@ -378,113 +389,115 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id:
         store.update_run(run_id, device=str(device))  # where it trains from now on
         before = store.get_run(run_id)
     epochs_done = {"n": 0}
-    try:
-        folder = run_folder(store, run_id)
-        state = None
-        if before is not None:
-            files = {a["kind"]: Path(a["path"]) for a in before["artifacts"]}
-            last = files.get("last", folder / "last.pt")
-            state = load_checkpoint(last) if last.exists() else None
-            if _own_folder(store, run_id, last.parent):
-                folder = last.parent  # where it wrote before, even if the runs root has moved since
-            elif state is not None and files.get("best", Path()).is_file():
-                # A run copied from another database (merx db copy) lists that database's files:
-                # read them, never write there; its best weights come along into its own folder.
-                save_checkpoint(load_checkpoint(files["best"]), folder / "best.pt")
-                store.add_artifact(run_id, "best", folder / "best.pt")
-            epochs_done["n"] = state["epoch"] if state else 0
-            store.drop_epochs_after(run_id, epochs_done["n"])
-            store.clear_results(run_id)
-        if before is None or not before.get("plugins"):
-            store.add_plugins(run_id, [p.provenance() for p in plugins_used(exp, registry)])
-            if table.failures:
-                store.add_failures(run_id, [f.to_dict() for f in table.failures])
-            store.add_data_notes(run_id, table.notes())
-        if console is not None:
-            from rich.markup import escape
-
-            what = (f"resumed after epoch {epochs_done['n']} " if state else "resumed from the start ") \
-                if before is not None else ""
-            console.print(f"[bold]run{run_id}[/bold] {what}{escape(exp.name)}: "
-                          + ", ".join(f"{len(table.split(s))} {s}" for s in ("train", "validate", "test"))
-                          + f" songs on {device}"
-                          + (f"; [yellow]{len(table.failures)} failed[/yellow] (merx show run{run_id})"
-                             if table.failures else ""))
-        seed_everything(exp.seed)
-        model = build(exp, registry)
-        data = datasets(exp, prepared, model, device)
-
-        batches, path = loaders(exp, data, device)
-        if console is not None:  # which way the batches come, as the README's design notes describe
-            from rich.markup import escape
-
-            console.print(f"[dim]inputs: {escape(path)}[/dim]")
-        train_loader, val_loader, test_loader = batches["train"], batches["validate"], batches["test"]
-        heartbeat = Heartbeat(store, run_id)
-
-        def on_epoch(epoch, metrics):
-            store.add_epoch(run_id, epoch, metrics)
-            epochs_done["n"] = epoch
-            heartbeat.beat()
-
-        listed: set[str] = set()
-
-        def on_write(kind, path):
-            # Listed once, when first written: every file a run writes is in its artifacts.
-            if str(path) in listed:
-                return
-            store.add_artifact(run_id, kind, path)
-            if kind == "best":  # a lost or failed run already names its best weights
-                store.update_run(run_id, checkpoint_path=str(path))
-            listed.add(str(path))
-
-        ref_power = None if prepared.ref_power is None else float(prepared.ref_power)
-        checkpoints = RunCheckpoints(folder, extra={"ref_power": ref_power, "config": cfg}, on_write=on_write)
-        trainer = Trainer(model, train_loader, val_loader, train, exp.task, device, on_epoch=on_epoch,
-                          progress=progress, checkpoints=checkpoints)
-        if state is not None:
-            trainer.load_state_dict(state)
-            del state
-        with heartbeat:
-            fit = trainer.fit()
-        if fit.notes:  # e.g. no epoch had a finite monitored value: kept with the run, and said
-            store.update_run(run_id, note="; ".join(fit.notes))
+    # Beating from the moment the run is this process's until it is closed: building the model,
+    # encoding lyrics and filling the feature bank can outlast the timeout, and a run that does
+    # not beat then is reported lost and could be resumed by a second process while this one trains.
+    with Heartbeat(store, run_id) as heartbeat:
+        try:
+            folder = run_folder(store, run_id)
+            state = None
+            if before is not None:
+                files = {a["kind"]: Path(a["path"]) for a in before["artifacts"]}
+                last = files.get("last", folder / "last.pt")
+                state = load_checkpoint(last) if last.exists() else None
+                if _own_folder(store, run_id, last.parent):
+                    folder = last.parent  # where it wrote before, even if the runs root has moved since
+                elif state is not None and files.get("best", Path()).is_file():
+                    # A run copied from another database (merx db copy) lists that database's files:
+                    # read them, never write there; its best weights come along into its own folder.
+                    save_checkpoint(load_checkpoint(files["best"]), folder / "best.pt")
+                    store.add_artifact(run_id, "best", folder / "best.pt")
+                epochs_done["n"] = state["epoch"] if state else 0
+                store.drop_epochs_after(run_id, epochs_done["n"])
+                store.clear_results(run_id)
+            if before is None or not before.get("plugins"):
+                store.add_plugins(run_id, [p.provenance() for p in plugins_used(exp, registry)])
+                if table.failures:
+                    store.add_failures(run_id, [f.to_dict() for f in table.failures])
+                store.add_data_notes(run_id, table.notes())
             if console is not None:
-                from rich.text import Text
+                from rich.markup import escape
 
-                console.print(Text.assemble(("warning: ", "yellow"), "; ".join(fit.notes)))
-        if fit.best_epoch is None:  # no best epoch: the weights tested are the last epoch's
-            checkpoints.save_best(model, None)
-        ckpt = checkpoints.best
-        store.update_run(run_id, checkpoint_path=str(ckpt), best_epoch=fit.best_epoch, epochs_run=fit.epochs_run)
+                what = (f"resumed after epoch {epochs_done['n']} " if state else "resumed from the start ") \
+                    if before is not None else ""
+                console.print(f"[bold]run{run_id}[/bold] {what}{escape(exp.name)}: "
+                              + ", ".join(f"{len(table.split(s))} {s}" for s in ("train", "validate", "test"))
+                              + f" songs on {device}"
+                              + (f"; [yellow]{len(table.failures)} failed[/yellow] (merx show run{run_id})"
+                                 if table.failures else ""))
+            seed_everything(exp.seed)
+            model = build(exp, registry)
+            data = datasets(exp, prepared, model, device)
 
-        test_metrics, predictions = evaluate(model, test_loader, exp.task, device)
-        val_metrics, _ = evaluate(model, val_loader, exp.task, device)
-        store.add_metrics(run_id, "test", test_metrics)
-        store.add_metrics(run_id, "validate", val_metrics)
-        store.add_predictions(run_id, [{**p, "split": "test"} for p in predictions])
+            batches, path = loaders(exp, data, device)
+            if console is not None:  # which way the batches come, as the README's design notes describe
+                from rich.markup import escape
 
-        baselines = compute_baselines(Targets.from_songs(table.split("train")),
-                                      Targets.from_songs(table.split("test")), exp.task, exp.seed)
-        for name, metrics in baselines.items():
-            store.add_baselines(run_id, name, metrics)
-        store.finish_run(run_id, "completed", best_epoch=fit.best_epoch, epochs_run=fit.epochs_run,
-                         checkpoint_path=str(ckpt))
-        return RunResult(run_id, "completed", test_metrics, baselines, fit.best_epoch, fit.epochs_run)
-    except KeyboardInterrupt as exc:
-        why = ("stopped by SIGTERM (timeout, a scheduler, docker stop)" if isinstance(exc, Terminated)
-               else "interrupted by the user (Ctrl-C)")
-        if _record_end(store, run_id, "interrupted", why, epochs_done["n"]):
-            exc.run_id = run_id  # the CLI says "recorded as interrupted" only then
-        raise
-    except BaseException as exc:
-        full = None if isinstance(exc, DiskFull) else no_space(exc)
-        if full is not None:
-            failure = disk_full(full)
-            _record_end(store, run_id, "failed", f"{type(failure).__name__}: {failure}", epochs_done["n"])
-            raise failure from exc
-        _record_end(store, run_id, "failed", f"{type(exc).__name__}: {exc}", epochs_done["n"])
-        raise
+                console.print(f"[dim]inputs: {escape(path)}[/dim]")
+            train_loader, val_loader, test_loader = batches["train"], batches["validate"], batches["test"]
+
+            def on_epoch(epoch, metrics):
+                store.add_epoch(run_id, epoch, metrics)
+                epochs_done["n"] = epoch
+                heartbeat.beat()
+
+            listed: set[str] = set()
+
+            def on_write(kind, path):
+                # Listed once, when first written: every file a run writes is in its artifacts.
+                if str(path) in listed:
+                    return
+                store.add_artifact(run_id, kind, path)
+                if kind == "best":  # a lost or failed run already names its best weights
+                    store.update_run(run_id, checkpoint_path=str(path))
+                listed.add(str(path))
+
+            ref_power = None if prepared.ref_power is None else float(prepared.ref_power)
+            checkpoints = RunCheckpoints(folder, extra={"ref_power": ref_power, "config": cfg}, on_write=on_write)
+            trainer = Trainer(model, train_loader, val_loader, train, exp.task, device, on_epoch=on_epoch,
+                              progress=progress, checkpoints=checkpoints)
+            if state is not None:
+                trainer.load_state_dict(state)
+                del state
+            fit = trainer.fit()
+            if fit.notes:  # e.g. no epoch had a finite monitored value: kept with the run, and said
+                store.update_run(run_id, note="; ".join(fit.notes))
+                if console is not None:
+                    from rich.text import Text
+
+                    console.print(Text.assemble(("warning: ", "yellow"), "; ".join(fit.notes)))
+            if fit.best_epoch is None:  # no best epoch: the weights tested are the last epoch's
+                checkpoints.save_best(model, None)
+            ckpt = checkpoints.best
+            store.update_run(run_id, checkpoint_path=str(ckpt), best_epoch=fit.best_epoch, epochs_run=fit.epochs_run)
+
+            test_metrics, predictions = evaluate(model, test_loader, exp.task, device)
+            val_metrics, _ = evaluate(model, val_loader, exp.task, device)
+            store.add_metrics(run_id, "test", test_metrics)
+            store.add_metrics(run_id, "validate", val_metrics)
+            store.add_predictions(run_id, [{**p, "split": "test"} for p in predictions])
+
+            baselines = compute_baselines(Targets.from_songs(table.split("train")),
+                                          Targets.from_songs(table.split("test")), exp.task, exp.seed)
+            for name, metrics in baselines.items():
+                store.add_baselines(run_id, name, metrics)
+            store.finish_run(run_id, "completed", best_epoch=fit.best_epoch, epochs_run=fit.epochs_run,
+                             checkpoint_path=str(ckpt))
+            return RunResult(run_id, "completed", test_metrics, baselines, fit.best_epoch, fit.epochs_run)
+        except KeyboardInterrupt as exc:
+            why = ("stopped by SIGTERM (timeout, a scheduler, docker stop)" if isinstance(exc, Terminated)
+                   else "interrupted by the user (Ctrl-C)")
+            if _record_end(store, run_id, "interrupted", why, epochs_done["n"]):
+                exc.run_id = run_id  # the CLI says "recorded as interrupted" only then
+            raise
+        except BaseException as exc:
+            full = None if isinstance(exc, DiskFull) else no_space(exc)
+            if full is not None:
+                failure = disk_full(full)
+                _record_end(store, run_id, "failed", f"{type(failure).__name__}: {failure}", epochs_done["n"])
+                raise failure from exc
+            _record_end(store, run_id, "failed", f"{type(exc).__name__}: {exc}", epochs_done["n"])
+            raise
 
 
 def _own_folder(store, run_id: int, folder: Path) -> bool:

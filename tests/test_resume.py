@@ -430,3 +430,45 @@ def test_gc_removes_the_files_of_deleted_runs_only(tmp_path):
     assert not f1.exists() and f2.exists() and (f2 / "best.pt").exists() and not stray.exists()
     assert other.read_text() == "mine"  # gc touches only run folders and merx's temporary files
     assert json.loads(invoke("runs", "--db", db, "--json").stdout)[0]["id"] == two
+
+
+# -- runs recorded by an older merx; liveness through the whole run ---------------------------------
+
+
+class WatchedStore(RunStore):
+    """A real store that notes, when the run records its data notes (after the run is this
+    process's, before the model is built, lyrics are encoded and the feature bank is filled),
+    which heartbeat threads are alive."""
+
+    beating: list[str] | None = None
+
+    def add_data_notes(self, run_id, notes):
+        import threading
+
+        self.beating = [t.name for t in threading.enumerate() if t.name.startswith("merx-heartbeat")]
+        return super().add_data_notes(run_id, notes)
+
+
+def test_a_run_recorded_before_todays_config_keys_resumes_beating_throughout_and_predicts(tmp_path, tiny_bert_dir):
+    import copy
+    import threading
+
+    from merx.config import resolve
+    from merx.inference.model import load_from_run
+    from merx.pipeline import resume
+
+    cfg = resolve(tiny_raw(tiny_bert_dir, tmp_path / "cache"))
+    old = copy.deepcopy(cfg)
+    del old["train"]["data_on_device"]  # a key added today: a run recorded yesterday lacks it
+    store = WatchedStore(tmp_path / "results.db")
+    run_id = store.start_run("tiny", None, old, "h", "g", 1, "regression", "cpu", {}, None)
+    store.finish_run(run_id, "interrupted", error="Ctrl-C")
+
+    result = resume(store, f"run{run_id}", progress=False)
+    assert result.status == "completed" and result.epochs_run == 2
+    assert store.beating == [f"merx-heartbeat-run{run_id}"]  # beating before the model is built
+    assert not [t for t in threading.enumerate() if t.name.startswith("merx-heartbeat")]  # and stopped
+    run = store.get_run(run_id)
+    assert run["status"] == "completed" and "data_on_device" not in run["config"]["train"]  # kept as recorded
+    trained = load_from_run(store, run_id)
+    assert trained.exp.train.data_on_device == cfg["train"]["data_on_device"]

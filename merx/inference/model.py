@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from merx.errors import PredictError
+from merx.pipeline import as_experiment
 
 #: The plugin kinds that build the model; a run's data source and augmentations are training-only.
 MODEL_KINDS = ("audio_towers", "text_towers", "fusions")
@@ -47,19 +48,6 @@ class TrainedModel:
 
             return SCHEMA["data"]["cache_dir"].default
         return self.exp.data.cache_dir
-
-
-def experiment_of(cfg: dict):
-    """The typed experiment of a stored config; a config from an older merx lacks keys added since,
-    which ``resolve`` fills with their defaults."""
-    from merx.config.settings import Experiment
-
-    try:
-        return Experiment.from_config(cfg)
-    except KeyError:
-        from merx.config import resolve
-
-        return Experiment.from_config(resolve(cfg))
 
 
 def load(source: str, db: str | None = None, strict: bool = False, device: str = "cpu") -> TrainedModel:
@@ -110,7 +98,7 @@ def load_from_run(store, run_id, strict: bool = False, device: str = "cpu") -> T
     checkpoint = read_checkpoint(path, label)
     cfg = run["config"]
     warnings = check_plugins(run.get("plugins") or [], label, strict)
-    exp = experiment_of(cfg)
+    exp = as_experiment(cfg)
     ref = reference_power(exp, checkpoint.get("ref_power"), label)
     model, dev = build_model(cfg, exp, device, label)
     load_weights(model, checkpoint, f"{label} ({path})")
@@ -249,7 +237,7 @@ def load_from_folder(folder, strict: bool = False, device: str = "cpu") -> Train
     label = str(folder)
     manifest, cfg, state = read_folder(folder)
     warnings = check_plugins(manifest.get("plugins") or [], label, strict, manifest.get("requirements") or [])
-    exp = experiment_of(cfg)
+    exp = as_experiment(cfg)
     model, dev = build_model(cfg, exp, device, label)
     load_weights(model, {"model": state}, label)
     ref = manifest["features"].get("ref_power")
