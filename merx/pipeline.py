@@ -365,6 +365,7 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id:
     from merx.checkpoints import RunCheckpoints, disk_full, load_checkpoint, no_space, save_checkpoint
     from merx.config import config_hash
     from merx.plugins import get_registry
+    from merx.store.folders import owns_run_folder
     from merx.store.liveness import Heartbeat
     from merx.train import Trainer, evaluate, seed_everything, select_device
 
@@ -400,7 +401,7 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id:
                 files = {a["kind"]: Path(a["path"]) for a in before["artifacts"]}
                 last = files.get("last", folder / "last.pt")
                 state = load_checkpoint(last) if last.exists() else None
-                if _own_folder(store, run_id, last.parent):
+                if owns_run_folder(store, run_id, last.parent):
                     folder = last.parent  # where it wrote before, even if the runs root has moved since
                 elif state is not None and files.get("best", Path()).is_file():
                     # A run copied from another database (merx db copy) lists that database's files:
@@ -498,13 +499,6 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id:
                 raise failure from exc
             _record_end(store, run_id, "failed", f"{type(exc).__name__}: {exc}", epochs_done["n"])
             raise
-
-
-def _own_folder(store, run_id: int, folder: Path) -> bool:
-    """Whether ``folder`` is run ``run_id``'s folder in ``store``'s own folder (under any root)."""
-    from merx.store.folders import run_folder_name
-
-    return folder.name == run_folder_name(run_id) and folder.parent.name == store.runs_dir.name
 
 
 def _record_end(store, run_id: int, status: str, error: str, epochs_run: int) -> bool:

@@ -472,3 +472,42 @@ def test_a_run_recorded_before_todays_config_keys_resumes_beating_throughout_and
     assert run["status"] == "completed" and "data_on_device" not in run["config"]["train"]  # kept as recorded
     trained = load_from_run(store, run_id)
     assert trained.exp.train.data_on_device == cfg["train"]["data_on_device"]
+
+
+def _old_layout_run(store, db: Path):
+    """A run as merx recorded it before store folders had a hash and files were listed: its
+    best.pt in ``<database folder>/runs/<database stem>/run<id>``, named only by checkpoint_path."""
+    run_id = _start(store)
+    folder = db.resolve().parent / "runs" / db.stem / f"run{run_id}"
+    folder.mkdir(parents=True)
+    (folder / "best.pt").write_bytes(b"x" * 100)
+    store.finish_run(run_id, "completed", best_epoch=1, epochs_run=1, checkpoint_path=str(folder / "best.pt"))
+    assert store.get_run(run_id)["artifacts"] == []
+    return run_id, folder
+
+
+def test_rm_and_gc_delete_the_files_of_runs_recorded_in_the_old_layout_but_not_a_copy_sources(tmp_path):
+    (tmp_path / "a").mkdir()
+    db = tmp_path / "a" / "results.db"
+    store = RunStore(db)
+    (one, f1), (two, f2) = _old_layout_run(store, db), _old_layout_run(store, db)
+
+    # A copy elsewhere names the original's old-layout file: deleting the copy's run leaves it.
+    copy = tmp_path / "b" / "copy.db"
+    copy.parent.mkdir()
+    assert invoke("db", "copy", db, copy).exit_code == 0
+    in_copy = invoke("rm", f"run{one}", "--db", copy, "--yes")
+    assert in_copy.exit_code == 0, in_copy.output
+    assert (f1 / "best.pt").read_bytes() == b"x" * 100 and "left 1 file(s) in place" in in_copy.stdout
+
+    done = invoke("rm", f"run{one}", "--db", db, "--yes")
+    assert done.exit_code == 0, done.output
+    assert "deleted run1 (1 files, 100 B)" in done.stdout
+    assert not f1.exists() and (f2 / "best.pt").exists()
+
+    with sqlite3.connect(db) as con:  # deleted behind merx's back: row gone, old-layout folder left
+        con.execute("pragma foreign_keys = on")
+        con.execute("delete from runs where id = ?", (two,))
+    collected = invoke("gc", "--db", db)
+    assert collected.exit_code == 0, collected.output
+    assert not f2.exists() and f"deleted run{two}" in collected.stdout

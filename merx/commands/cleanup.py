@@ -26,9 +26,10 @@ def rm_cmd(run_ids, yes, db):
                          "merx runs shows it lost")
     out = console()
     for r in runs:
-        size = sum(_size(a["path"]) for a in r["artifacts"])
+        listed = _listed(r)
+        size = sum(_size(p) for p in listed)
         out.print(plain(f"{format_run_id(r['id'])} {r['experiment']} ({r['status']}, seed {r['seed']}): "
-                        f"{len(r['epochs'])} epochs, {len(r['artifacts'])} files, {_human(size)}"))
+                        f"{len(r['epochs'])} epochs, {len(listed)} files, {_human(size)}"))
     if not yes:
         click.confirm(f"Delete {len(runs)} run(s) and their files from {store.location}?", abort=True)
     deleted = store.delete_runs([r["id"] for r in runs])  # rows first: a file left over is merx gc's
@@ -44,22 +45,25 @@ def rm_cmd(run_ids, yes, db):
 @db_option()
 def gc_cmd(dry_run, db):
     """Remove files no run owns: folders of deleted runs, and temporary files of checkpoint
-    writes cut short (a killed process) in the folders of runs not running."""
+    writes cut short (a killed process) in the folders of runs not running. Both this store's
+    folder and, beside an SQLite file, the folder of runs recorded before it
+    (``<database folder>/runs/<database stem>``) are looked through."""
     import shutil
 
     from merx.store import RunStore
-    from merx.store.folders import run_id_of_folder
+    from merx.store.folders import legacy_store_folder, run_id_of_folder
 
     store = RunStore(db, write=not dry_run)
     out = console()
-    root = store.runs_dir
-    if not root.is_dir():
-        out.print(plain(f"nothing to remove: {root} does not exist"))
+    legacy = legacy_store_folder(store.engine.url)
+    roots = [r for r in (store.runs_dir, legacy) if r is not None and r.is_dir()]
+    if not roots:
+        out.print(plain(f"nothing to remove: {store.runs_dir} does not exist"))
         return
     ids = store.run_ids()
     live = {r["id"] for r in store.list_runs(status="running", limit=None)}
     removed, total = 0, 0
-    for entry in sorted(root.iterdir()):
+    for entry in sorted(e for root in roots for e in root.iterdir()):
         run_id = run_id_of_folder(entry.name)
         if run_id is None or not entry.is_dir():
             continue  # not merx's: left alone
@@ -78,24 +82,24 @@ def gc_cmd(dry_run, db):
                     stray.unlink(missing_ok=True)
                 removed, total = removed + 1, total + size
     verb = "would free" if dry_run else "freed"
-    out.print(plain(f"{removed} item(s), {verb} {_human(total)} in {root}"))
+    out.print(plain(f"{removed} item(s), {verb} {_human(total)} in {' and '.join(map(str, roots))}"))
 
 
 def _remove_run_files(store, run_id: int, paths: list[str]) -> tuple[int, int, list[str]]:
-    """Delete a deleted run's listed files, then its folders (named ``run<id>``) with anything
-    else in them; how many listed files were removed, their bytes, and the listed files left
-    alone because they are not in a ``run<id>`` folder of this store's own folder (named after
-    the database, whatever the runs root): a run copied from another database (``merx db
-    copy``) lists that database's files, which deleting the copy must not touch."""
+    """Delete a deleted run's listed files (artifacts, and the recorded checkpoint of a run from
+    before artifacts were listed), then its folders with anything else in them; how many listed
+    files were removed, their bytes, and the listed files left alone because they are not in a
+    folder of this store's own (``merx.store.folders.owns_run_folder``): a run copied from another
+    database (``merx db copy``) lists that database's files, which deleting the copy must not touch."""
     import shutil
     from pathlib import Path
 
-    from merx.store.folders import run_folder_name
+    from merx.store.folders import legacy_run_folder, owns_run_folder
 
     files, size, foreign = 0, 0, []
-    folders = {store.run_folder(run_id)}
-    for p in map(Path, paths):
-        if p.parent.name != run_folder_name(run_id) or p.parent.parent.name != store.runs_dir.name:
+    folders = {store.run_folder(run_id), legacy_run_folder(store.engine.url, run_id)} - {None}
+    for p in dict.fromkeys(Path(p).resolve() for p in paths):
+        if not owns_run_folder(store, run_id, p.parent):
             foreign.append(str(p))
             continue
         folders.add(p.parent)
@@ -104,9 +108,18 @@ def _remove_run_files(store, run_id: int, paths: list[str]) -> tuple[int, int, l
             p.unlink(missing_ok=True)
             files += 1
     for folder in folders:
-        if folder.name == run_folder_name(run_id) and folder.is_dir():
+        if owns_run_folder(store, run_id, folder) and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
     return files, size, foreign
+
+
+def _listed(run: dict) -> list[str]:
+    """A run's files as ``delete_runs`` returns them: its artifacts, and its recorded checkpoint
+    (all a run recorded before artifacts were listed names)."""
+    paths = [a["path"] for a in run["artifacts"]]
+    if run.get("checkpoint_path") and run["checkpoint_path"] not in paths:
+        paths.append(run["checkpoint_path"])
+    return paths
 
 
 def _size(path) -> int:

@@ -316,9 +316,10 @@ class RunStore(ResultsDatabase):
             conn.execute(sa.insert(t.artifacts).values(run_id=run_id, kind=kind, path=path))
 
     def delete_runs(self, run_ids: Iterable[int | str]) -> dict[int, list[str]]:
-        """Delete runs and every row of theirs, in one transaction; ``{run id: artifact paths}``
-        for the caller to delete the files (``merx rm``; what is left, ``merx gc`` finds). A run
-        still running (not lost) is refused: its process would go on writing."""
+        """Delete runs and every row of theirs, in one transaction; ``{run id: the paths of its
+        artifacts and its recorded checkpoint_path}`` (a run recorded before files were listed
+        in ``artifacts`` names only that) for the caller to delete the files (``merx rm``; what is
+        left, ``merx gc`` finds). A run still running (not lost) is refused: its process would go on writing."""
         ids = list(dict.fromkeys(parse_run_id(r) for r in run_ids))
         out: dict[int, list[str]] = {}
         with self._transaction(write=True) as conn:
@@ -328,7 +329,10 @@ class RunStore(ResultsDatabase):
                     raise StoreError(f"{format_run_id(run_id)} is running" + _why_not_resumable(dict(row), "running")
                                      + "; stop it first (Ctrl-C or kill), or wait until merx runs shows it lost")
                 q = sa.select(t.artifacts.c.path).where(t.artifacts.c.run_id == run_id)
-                out[run_id] = list(conn.execute(q).scalars())
+                paths = list(conn.execute(q).scalars())
+                if row["checkpoint_path"] and row["checkpoint_path"] not in paths:
+                    paths.append(row["checkpoint_path"])
+                out[run_id] = paths
             for table in t.metadata.sorted_tables[::-1]:  # children first: no reliance on ON DELETE CASCADE
                 column = table.c.get("run_id") if table is not t.runs else table.c.id
                 if column is not None:
