@@ -164,15 +164,19 @@ def trained_state(model) -> dict:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
-    """A checkpoint written by merx, loaded with ``weights_only=True`` (no code runs)."""
+    """A checkpoint written by merx, loaded with ``weights_only=True`` (no code runs); a missing,
+    unreadable or foreign file (no ``model`` weights) is a ``RunError`` naming it."""
     import torch
 
     try:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except FileNotFoundError:
         raise RunError(f"checkpoint {path} does not exist", exit_code=1) from None
     except Exception as exc:  # pickle errors, a truncated file written by something else
         raise RunError(f"cannot read the checkpoint {path}: {type(exc).__name__}: {exc}", exit_code=1) from exc
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise RunError(f"{path} is not a merx checkpoint (no 'model' weights)", exit_code=1)
+    return checkpoint
 
 
 def load_weights(model, path_or_checkpoint, map_location=None) -> dict:

@@ -134,15 +134,6 @@ def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
             os.environ[CUBLAS_ENV] = cublas
 
 
-def loader_generator(seed: int) -> torch.Generator:
-    """A generator for a DataLoader's shuffling and worker seeds, independent of the global one.
-
-    Each epoch's iterator draws a fresh base seed from it, so epochs differ but runs repeat."""
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
-
 def worker_init_fn(worker_id: int) -> None:
     """Seed a DataLoader worker's ``random`` and numpy from its torch seed.
 

@@ -304,12 +304,6 @@ def loaders(cfg: dict | Experiment, data: dict, device) -> tuple[dict, str]:
             f"DataLoader ({train.num_workers} workers), for {why}")
 
 
-def run_folder(store, run_id: int) -> Path:
-    """Where a run's files go: ``store.run_folder(run_id)`` (``merx.store.folders``: under one
-    configurable root, in a folder of the store's own, so two databases never share one)."""
-    return store.run_folder(run_id)
-
-
 @dataclass
 class RunResult:
     run_id: int
@@ -395,7 +389,7 @@ def _run(cfg: dict, file: str | None, store, progress: bool, console, resume_id:
     # not beat then is reported lost and could be resumed by a second process while this one trains.
     with Heartbeat(store, run_id) as heartbeat:
         try:
-            folder = run_folder(store, run_id)
+            folder = store.run_folder(run_id)  # merx.store.folders
             state = None
             if before is not None:
                 files = {a["kind"]: Path(a["path"]) for a in before["artifacts"]}

@@ -42,7 +42,6 @@ from merx.data.songs import QUADRANTS
 from merx.devices import (
     amp_settings,
     deterministic_algorithms,
-    loader_generator,
     rng_state,
     seed_everything,
     select_device,
@@ -56,7 +55,7 @@ from merx.metrics import classification_metrics, quadrant_indices, regression_me
 
 __all__ = ["Trainer", "FitResult", "TrainingDiverged", "evaluate", "loss_fn", "build_optimizer",
            "build_scheduler", "available_monitors", "to_device", "amp_settings", "deterministic_algorithms",
-           "loader_generator", "seed_everything", "select_device", "worker_init_fn"]
+           "seed_everything", "select_device", "worker_init_fn"]
 
 
 @dataclass

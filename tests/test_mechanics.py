@@ -28,7 +28,7 @@ from test_train import (
 
 from merx.config import SCHEMA, ConfigError, resolve
 from merx.config.settings import Experiment
-from merx.devices import CUBLAS_ENV, loader_generator, seed_everything
+from merx.devices import CUBLAS_ENV, seed_everything
 from merx.early_stopping import EarlyStopping
 from merx.train import Trainer, evaluate, loss_fn
 
@@ -299,7 +299,7 @@ def _cpu_fit(seed):
     seed_everything(seed)
     model = NormDropNet()
     x, y = torch.randn(48, 3), torch.rand(48, 2)
-    train = loader(x, y, 8, shuffle=True, generator=loader_generator(seed))
+    train = loader(x, y, 8, shuffle=True, generator=torch.Generator().manual_seed(seed))
     cfg = train_cfg(epochs=3, lr={"audio": 0.01, "head": 0.01}, early_stopping={"patience": 0})
     result = Trainer(model, train, loader(x, y, 16), cfg, "regression", CPU, progress=False).fit()
     return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in result.history], snapshot(model)

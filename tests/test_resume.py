@@ -511,3 +511,25 @@ def test_rm_and_gc_delete_the_files_of_runs_recorded_in_the_old_layout_but_not_a
     collected = invoke("gc", "--db", db)
     assert collected.exit_code == 0, collected.output
     assert not f2.exists() and f"deleted run{two}" in collected.stdout
+
+
+def test_a_checkpoint_that_cannot_be_read_or_is_not_merx_s_is_said_once_for_resume_and_predict(tmp_path):
+    from merx.checkpoints import load_checkpoint
+    from merx.errors import PredictError
+    from merx.inference.model import load_from_run
+
+    store = RunStore(tmp_path / "r.db")
+    cut, foreign = tmp_path / "cut.pt", tmp_path / "foreign.pt"
+    torch.save({"model": {"w": torch.zeros(3)}}, cut)
+    cut.write_bytes(cut.read_bytes()[:40])  # truncated
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(RunError, match="cannot read the checkpoint .*cut.pt"):
+        load_checkpoint(cut)
+    with pytest.raises(RunError, match=r"foreign.pt is not a merx checkpoint \(no 'model' weights\)"):
+        load_checkpoint(foreign)
+    for path, why in ((cut, "cannot read the checkpoint"), (foreign, "is not a merx checkpoint")):
+        run_id = _start(store)
+        store.finish_run(run_id, "completed", checkpoint_path=str(path))
+        with pytest.raises(PredictError, match=f"run{run_id}: .*{why}") as err:
+            load_from_run(store, run_id)
+        assert "exported model folder" in err.value.hint

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from merx.config import SCHEMA, ConfigError
 from merx.config.settings import TrainSettings
-from merx.devices import amp_settings, loader_generator, seed_everything, select_device, worker_init_fn
+from merx.devices import amp_settings, seed_everything, select_device, worker_init_fn
 from merx.early_stopping import EarlyStopping
 from merx.train import Trainer, TrainingDiverged, evaluate
 
@@ -353,7 +353,7 @@ def _seeded_fit(seed):
     seed_everything(seed)
     model = TinyNet()
     x, y = torch.randn(24, 3), torch.rand(24, 2)
-    train = loader(x, y, 4, shuffle=True, generator=loader_generator(seed))
+    train = loader(x, y, 4, shuffle=True, generator=torch.Generator().manual_seed(seed))
     cfg = train_cfg(epochs=3, early_stopping={"patience": 0})
     result = Trainer(model, train, loader(x, y, 8), cfg, "regression", CPU, progress=False).fit()
     return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in result.history], snapshot(model)
@@ -378,7 +378,7 @@ class Draws(Dataset):
 def test_worker_seeds_derive_from_seed_and_worker_id():
     def draws(seed):
         dl = DataLoader(Draws(), batch_size=2, num_workers=2, worker_init_fn=worker_init_fn,
-                        generator=loader_generator(seed))
+                        generator=torch.Generator().manual_seed(seed))
         return torch.cat(list(dl)).numpy()
 
     a, b, c = draws(3), draws(3), draws(4)

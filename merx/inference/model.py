@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from merx.errors import PredictError
+from merx.errors import PredictError, RunError
 from merx.pipeline import as_experiment
 
 #: The plugin kinds that build the model; a run's data source and augmentations are training-only.
@@ -114,18 +114,15 @@ def _rerun_hint(run: dict) -> str:
 
 
 def read_checkpoint(path: Path, label: str) -> dict:
-    """The checkpoint dict at ``path`` (weights only: no pickled code runs)."""
-    import torch
+    """The checkpoint at ``path`` (``merx.checkpoints.load_checkpoint``: weights only, no pickled
+    code runs), or a ``PredictError`` naming the run and how to get a usable model."""
+    from merx.checkpoints import load_checkpoint
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: torch says which in many ways
-        raise PredictError(f"{label}'s checkpoint {path} cannot be read: {type(exc).__name__}: {exc}",
+        return load_checkpoint(path)
+    except RunError as exc:
+        raise PredictError(f"{label}: {exc}",
                            hint="re-run the experiment, or predict from an exported model folder") from exc
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise PredictError(f"{label}'s checkpoint {path} is not a merx checkpoint (no 'model' weights)",
-                           hint="re-run the experiment, or predict from an exported model folder")
-    return checkpoint
 
 
 def reference_power(exp, stored: float | None, label: str) -> float | None:
