@@ -61,8 +61,9 @@ __all__ = ["Trainer", "FitResult", "TrainingDiverged", "evaluate", "loss_fn", "b
 @dataclass
 class FitResult:
     """What :meth:`Trainer.fit` did. ``best_epoch`` is 1-based and the model holds that epoch's
-    weights; it is None when no epoch had a finite monitored value, and the model then holds the
-    last epoch's weights (``no_finite_monitor``, and a line in ``notes``).
+    weights; it is None when no epoch had a finite monitored value (``no_finite_monitor``), or when
+    a resumed run's best weights were gone and no later epoch improved on them, and the model then
+    holds the last epoch's weights (a line in ``notes`` says which).
 
     ``stop_reason`` says why training stopped before ``epochs`` (None if it did not); ``notes``
     are the lines a run should keep with its results (a non-finite monitored value)."""
@@ -75,11 +76,8 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     stop_reason: str | None = None
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def no_finite_monitor(self) -> bool:
-        """True when no epoch's monitored value was finite: "best" means nothing for this run."""
-        return self.best_epoch is None and self.epochs_run > 0
+    #: True when no epoch's monitored value was finite: "best" means nothing for this run.
+    no_finite_monitor: bool = False
 
 
 # -- pieces ---------------------------------------------------------------------------------
@@ -307,7 +305,18 @@ class Trainer:
                     self.checkpoints = None
         es, epochs, monitor = self.early_stopping, self.settings.epochs, self.early_stopping.monitor
         notes = [es.stop_reason] if es.stopped_on_non_finite else []
-        if es.best_epoch is not None and self._restored_epoch != es.best_epoch:
+        best_epoch = es.best_epoch
+        if best_epoch is not None and self._restored_epoch is None:
+            # Resumed with no best.pt to read (a copied run whose source's file was deleted, a file
+            # removed by hand) and no later epoch better: the model holds the last epoch's weights,
+            # which must not be reported as the best epoch's.
+            best_epoch = None
+            notes.append(f"the best epoch ({es.best_epoch}) was before this run resumed and its weights were gone "
+                         f"(no best.pt to read), and no later epoch improved on it: there is no best epoch, and "
+                         f"the model keeps the weights of the last epoch ({len(self.history)}); its results are "
+                         "not a model selected on validation")
+            warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
+        elif best_epoch is not None and self._restored_epoch != best_epoch:
             # A resumed run whose process died after writing best.pt for an epoch and before that
             # epoch's last.pt: the epoch was trained again and, off a CPU, can come out differently.
             notes.append(f"the best weights on disk are epoch {self._restored_epoch}'s, not those of the best "
@@ -320,9 +329,10 @@ class Trainer:
                          "selected on validation")
             warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
         stopped_early = es.should_stop and len(self.history) < epochs
-        return FitResult(best_epoch=es.best_epoch, best_score=es.best_score, epochs_run=len(self.history),
+        return FitResult(best_epoch=best_epoch, best_score=es.best_score, epochs_run=len(self.history),
                          stopped_early=stopped_early, monitor=monitor, history=self.history,
-                         stop_reason=es.stop_reason if stopped_early else None, notes=notes)
+                         stop_reason=es.stop_reason if stopped_early else None, notes=notes,
+                         no_finite_monitor=es.best_epoch is None and bool(self.history))
 
     def _fit_epochs(self) -> None:
         epochs, monitor = self.settings.epochs, self.early_stopping.monitor

@@ -533,3 +533,29 @@ def test_a_checkpoint_that_cannot_be_read_or_is_not_merx_s_is_said_once_for_resu
         with pytest.raises(PredictError, match=f"run{run_id}: .*{why}") as err:
             load_from_run(store, run_id)
         assert "exported model folder" in err.value.hint
+
+
+def test_a_copied_run_whose_source_best_weights_are_gone_records_no_best_epoch_not_a_missing_file(
+        tmp_path, tiny_bert_dir):
+    from merx.config import resolve
+    from merx.pipeline import resume, run
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    store = RunStore(tmp_path / "a" / "results.db")
+    done = run(resolve(tiny_raw(tiny_bert_dir, tmp_path / "cache")), None, store, progress=False)
+    assert done.best_epoch is not None
+    # It failed after its last epoch's checkpoint (testing, say): resumable, with nothing left to train.
+    store.update_run(done.run_id, status="failed", error="failed while testing")
+    copy = tmp_path / "b" / "copy.db"
+    assert invoke("db", "copy", store.location, copy).exit_code == 0
+    Path(store.get_run(done.run_id)["checkpoint_path"]).unlink()  # the source's best.pt is gone
+
+    with pytest.warns(RuntimeWarning, match=r"the best epoch \(\d\) was before this run resumed and its weights"):
+        resumed = resume(RunStore(copy), done.run_id, progress=False)
+    row = RunStore(copy).get_run(done.run_id)
+    assert resumed.best_epoch is None and row["status"] == "completed" and row["best_epoch"] is None
+    assert "its weights were gone" in row["note"] and "no best epoch" in row["note"]
+    best = Path(row["checkpoint_path"])  # the weights tested, in the copy's own folder
+    assert best.parent == RunStore(copy).run_folder(done.run_id) and best.is_file()
+    assert torch.load(best, weights_only=True)["best_epoch"] is None
