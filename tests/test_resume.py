@@ -559,3 +559,57 @@ def test_a_copied_run_whose_source_best_weights_are_gone_records_no_best_epoch_n
     best = Path(row["checkpoint_path"])  # the weights tested, in the copy's own folder
     assert best.parent == RunStore(copy).run_folder(done.run_id) and best.is_file()
     assert torch.load(best, weights_only=True)["best_epoch"] is None
+
+
+# -- resuming on the feature bank with random crops, masks and waveform variants --------------------
+
+
+class StopAtEpoch3(RunStore):
+    """A real store whose process is interrupted (Ctrl-C) as epoch 3 is recorded: epoch 2's
+    checkpoint is the last written, so the resumed run trains epochs 3 and 4."""
+
+    def add_epoch(self, run_id, epoch, metrics):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return super().add_epoch(run_id, epoch, metrics)
+
+
+def test_a_run_on_the_feature_bank_with_random_crops_masks_and_variants_resumes_to_a_straight_run(
+        tmp_path, tiny_bert_dir):
+    import io
+
+    from rich.console import Console
+
+    from merx.config import resolve
+    from merx.pipeline import resume, run
+
+    raw = tiny_raw(tiny_bert_dir, tmp_path / "cache", task="classification")
+    raw["features"]["crop"] = "random"  # songs of 1-2 s, a 1 s window: a fresh crop every epoch
+    raw["augment"] = {"audio": [{"name": "gain", "p": 0.8},  # precomputed waveform variants, drawn per epoch
+                                {"name": "frequency_mask", "max_width": 5, "n_masks": 2, "p": 0.8},
+                                {"name": "time_mask", "max_width": 9, "fill": "min", "p": 0.7}],
+                      "variants": 2}
+    raw["train"].update(epochs=4, device="cpu")
+    cfg = resolve(raw)
+    db = tmp_path / "results.db"
+
+    said = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, None, StopAtEpoch3(db), progress=False, console=Console(file=said, width=300))
+    assert "inputs: feature bank" in said.getvalue(), said.getvalue()
+    store = RunStore(db)
+    assert store.get_run(1)["status"] == "interrupted" and sorted(store.get_run(1)["epochs"]) == [1, 2]
+    torch.rand(100), random.random(), np.random.rand()  # the process draws on before resuming
+    resumed = resume(store, 1, progress=False)
+    straight = run(cfg, None, store, progress=False)
+
+    a, b = store.get_run(1), store.get_run(straight.run_id)
+    assert a["status"] == b["status"] == "completed" and a["epochs_run"] == b["epochs_run"] == 4
+    assert resumed.best_epoch == straight.best_epoch
+
+    def curve(r):
+        return {e: {k: v for k, v in m.items() if k != "epoch_seconds"} for e, m in r["epochs"].items()}
+    assert curve(a) == curve(b)
+    assert a["metrics"] == b["metrics"]
+    wa, wb = _weights(a["checkpoint_path"]), _weights(b["checkpoint_path"])
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
