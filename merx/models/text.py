@@ -38,6 +38,20 @@ def _folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def _cached_commit(name: str) -> str | None:
+    """The commit of the hub model ``name`` that the Hugging Face cache resolves to (its
+    ``snapshots/<commit>/`` folder): transformers 5 no longer records it in the config, and without
+    it a hub model that moved on would keep the identity its frozen tower was trained with."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(name, "config.json")
+    except Exception:  # a name the cache cannot hold: nothing to say about its commit
+        return None
+    parts = Path(path).parts if isinstance(path, str) else ()
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
 def _looks_like_path(model: str) -> bool:
     # Hub ids are "name" or "owner/name"; anything else with a separator is meant as a folder.
     return (model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1
@@ -142,7 +156,7 @@ class HuggingFaceTower(nn.Module):
         if positions is not None and max_length > positions:
             raise ValueError(f"text tower: max_length {max_length} exceeds what {model!r} can read "
                              f"({positions} positions); lower max_length")
-        commit = getattr(self.encoder.config, "_commit_hash", None)
+        commit = getattr(self.encoder.config, "_commit_hash", None) or (from_hub and _cached_commit(source))
         if commit and from_hub:
             described = f"{described}@{commit}"
 
