@@ -235,10 +235,25 @@ def _cell_error(exc: ConfigError, file: str, values: dict) -> ConfigError:
 
 # -- running --------------------------------------------------------------------------------
 
-def completed_run(store, cfg: dict) -> int | None:
-    """The newest completed run with exactly this config (``config_hash``), or None."""
-    rows = store.list_runs(config_hash=config_hash(cfg), status="completed", limit=1)
-    return rows[0]["id"] if rows else None
+#: Statuses of a cell's newest run that a sweep continues rather than starting the cell again:
+#: a run stopped from outside (its worker died, Ctrl-C, a pre-empted job). Narrower than
+#: ``merx.store.RESUMABLE``, what ``merx resume`` takes when asked: a failed run stopped on its own
+#: error, so a sweep runs that cell afresh rather than resuming it unasked.
+SWEEP_RESUMES = ("lost", "interrupted")
+
+
+def cell_state(store, cfg: dict) -> tuple[str, int | None]:
+    """What a cell × seed needs: ``("done", run)`` (a completed run has exactly this config),
+    ``("resume", run)`` (its newest run is one of :data:`SWEEP_RESUMES`) or ``("new", None)``.
+    The one answer for every sweep: sequential, the executors' driver and the dry-run plan."""
+    h = config_hash(cfg)
+    done = store.list_runs(config_hash=h, status="completed", limit=1)
+    if done:
+        return "done", done[0]["id"]
+    newest = store.list_runs(config_hash=h, limit=1)
+    if newest and newest[0]["status"] in SWEEP_RESUMES:
+        return "resume", newest[0]["id"]
+    return "new", None
 
 
 def run_plan(plan: Plan, store, rerun: bool = False, console=None, progress: bool = True) -> SweepResult:
@@ -246,7 +261,6 @@ def run_plan(plan: Plan, store, rerun: bool = False, console=None, progress: boo
     ``rerun``) and resuming those whose newest run was lost or interrupted. A run that fails is
     recorded and the sweep goes on; Ctrl-C stops it. (Several at once: ``merx.executors``.)"""
     from merx import pipeline
-    from merx.executors.driver import cell_state
 
     result = SweepResult(plan)
     k = 0

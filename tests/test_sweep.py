@@ -150,3 +150,47 @@ def test_a_sweep_with_one_cell_already_done_runs_only_the_others(tmp_path, tmp_p
     assert "2 cell(s) × 2 seed(s) (1, 2) = 4 runs" in plan.output and plan.output.count("to run") == 4
     plan = invoke("run", sweep, "--db", db, "--seeds", "2", "--dry-run")
     assert plan.output.count("to run") == 2 and "done as run1: skipped" in plan.output
+
+
+
+RECORD = """
+import json, sys
+from merx.store import RunStore
+from merx.config import config_hash
+cfg = json.loads(sys.argv[2])
+print(RunStore(sys.argv[1]).start_run(
+    experiment="sweep", experiment_file=None, config=cfg, config_hash=config_hash(cfg),
+    group_hash=config_hash(cfg, include_seed=False), seed=cfg["seed"], task=cfg["task"], device="cpu",
+    versions={}, git_commit=None))
+"""
+
+
+def test_the_dry_run_plan_shows_what_the_real_run_will_do_with_each_cell(tmp_path, tiny_bert_dir):
+    """One answer (merx.sweep.cell_state) for the plan and the run: a completed cell is skipped, a
+    cell whose newest run was interrupted or lost is resumed, a failed one and a new one run."""
+    import json
+    import subprocess
+    import sys
+
+    write(tmp_path / "base.toml", base_toml(tiny_bert_dir, tmp_path / "cache"))
+    sweep = write(tmp_path / "sweep.toml", '''
+        extends = "base.toml"
+        [sweep]
+        "model.fusion.name" = ["concat", "audio_attention", "cross_attention"]
+    ''')
+    plan = load_plan(str(sweep), seeds=2)
+    db = tmp_path / "r.db"
+    configs = [cfg for cell in plan.cells for cfg in cell.configs]
+    # Each run recorded by a process that then ends, as a run does: "running" with no process
+    # left reads as lost; the others are finished with their status.
+    for cfg, status in zip(configs[:4], ["completed", "interrupted", "lost", "failed"], strict=True):
+        done = subprocess.run([sys.executable, "-c", RECORD, str(db), json.dumps(cfg)], capture_output=True,
+                              text=True, check=True)
+        if status != "lost":
+            RunStore(db).finish_run(int(done.stdout), status)
+    out = invoke("run", sweep, "--db", db, "--seeds", "2", "--dry-run")
+    assert out.exit_code == 0, out.output
+    rows = [line for line in out.output.splitlines() if "model.fusion.name=" in line]
+    states = [next((s for s in ("done as run1: skipped", "resume run2", "resume run3", "to run") if s in row), row)
+              for row in rows]
+    assert states == ["done as run1: skipped", "resume run2", "resume run3", "to run", "to run", "to run"], out.output

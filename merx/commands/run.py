@@ -147,7 +147,7 @@ def _run_plan(plan, rerun, best_by, dry_run, db, settings):
     from merx.errors import RunError
     from merx.interrupts import interrupted_error, sigterm_as_interrupt
     from merx.store import RunStore
-    from merx.sweep import completed_run, render_summary, run_plan, summary
+    from merx.sweep import cell_state, render_summary, run_plan, summary
 
     out = console()
     store = RunStore(db, write=not dry_run)
@@ -159,9 +159,9 @@ def _run_plan(plan, rerun, best_by, dry_run, db, settings):
             t.add_column(col)
         for cell in plan.cells:
             for cfg in cell.configs:
-                done = None if rerun else completed_run(store, cfg)
+                state, rid = ("new", None) if rerun else cell_state(store, cfg)
                 t.add_row(plain(cell.label), str(cfg["seed"]), config_hash(cfg),
-                          f"done as run{done}: skipped" if done else "to run")
+                          {"done": f"done as run{rid}: skipped", "resume": f"resume run{rid}"}.get(state, "to run"))
         out.print(t)
         _print_dry_run(plan.cells[0].configs[0])
         return

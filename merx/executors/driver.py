@@ -1,7 +1,7 @@
 """The sweep driver for executors that run several cells at once (local jobs, Ray, Slurm).
 
-It decides what each cell × seed needs (nothing: completed before; a resume: its newest run was
-lost or interrupted; else a fresh run), hands the tasks to a backend, shows progress as
+It decides what each cell × seed needs (``merx.sweep.cell_state``: nothing, a resume or a fresh
+run, as the sequential sweep and the dry-run plan do), hands the tasks to a backend, shows progress as
 outcomes arrive, resumes a run whose worker died up to ``max_retries`` times, and on Ctrl-C
 cancels what is in flight (each worker records its run as interrupted) before it stops.
 
@@ -19,21 +19,6 @@ from dataclasses import dataclass
 
 from merx.config import config_hash
 from merx.executors.task import Outcome, Task, passed_env
-
-#: Statuses of a cell's newest run that a sweep continues rather than starting the cell again.
-RESUMABLE = ("lost", "interrupted")
-
-
-def cell_state(store, cfg: dict) -> tuple[str, int | None]:
-    """What a cell × seed needs: ``("done", run)``, ``("resume", run)`` or ``("new", None)``."""
-    h = config_hash(cfg)
-    done = store.list_runs(config_hash=h, status="completed", limit=1)
-    if done:
-        return "done", done[0]["id"]
-    newest = store.list_runs(config_hash=h, limit=1)
-    if newest and newest[0]["status"] in RESUMABLE:
-        return "resume", newest[0]["id"]
-    return "new", None
 
 
 @dataclass
@@ -53,7 +38,7 @@ class Counts:
 def run_with(backend, plan, store, rerun: bool = False, max_retries: int = 1, console=None):
     """Run ``plan`` on ``backend``; returns a ``merx.sweep.SweepResult``. Ctrl-C cancels the runs
     in flight, waits for them to record themselves interrupted, and propagates."""
-    from merx.sweep import CellRun, SweepResult
+    from merx.sweep import CellRun, SweepResult, cell_state
 
     result = SweepResult(plan)
     counts = Counts(plan.size)
