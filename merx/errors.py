@@ -92,6 +92,18 @@ class SplitOverlapError(DataSourceError):
     """The same song is in more than one split."""
 
 
+class MissingExtra(MerxError):
+    """An optional part of merx is asked for, and the extra that installs its library is not:
+    names what needs it, the missing library and the extra's install command (one wording for
+    every extra: ``ray``, ``slurm``, ``postgres``)."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, library: str, extra: str):
+        self.what, self.library, self.extra = what, library, extra
+        super().__init__(f"{what} needs {library}, which is not installed", hint=f"pip install 'merx[{extra}]'")
+
+
 class StoreError(MerxError):
     """A problem with the results database that the user can fix (wrong file, newer schema, ...)."""
 

@@ -230,8 +230,9 @@ def test_a_missing_extra_is_named_with_its_install_command(tmp_path, monkeypatch
     (tmp_path / "a.toml").write_text("seed = 3\n")
     monkeypatch.setitem(sys.modules, module, None)  # Python's own way to make an import fail
     result = invoke("run", tmp_path / "a.toml", "--executor", executor, "--db", tmp_path / "r.db")
-    assert result.exit_code != 0
-    assert f"--executor {executor} needs" in result.output and f"pip install '{extra}'" in result.output
+    assert result.exit_code == 2  # merx.errors.MissingExtra: one wording for every extra
+    assert f"--executor {executor} needs" in result.output and "which is not installed" in result.output
+    assert f"hint: pip install '{extra}'" in result.output
     assert not RunStore(tmp_path / "r.db").list_runs(limit=None)  # nothing ran, nothing recorded
 
 

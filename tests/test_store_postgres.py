@@ -290,9 +290,10 @@ def test_a_plain_postgresql_url_gets_psycopg_and_a_missing_driver_names_the_extr
     assert RunStore(plain).list_runs() == []
     # A Python without psycopg (an import that fails, as on a machine without the extra).
     code = ("import sys; sys.modules['psycopg'] = None\n"
-            "from merx.store import RunStore, StoreError\n"
+            "from merx.errors import MissingExtra\n"
+            "from merx.store import RunStore\n"
             "try:\n    RunStore(sys.argv[1])\n"
-            "except StoreError as exc:\n    print(exc)\n")
+            "except MissingExtra as exc:\n    print(exc, exc.hint)\n")
     out = subprocess.run([sys.executable, "-c", code, postgres_url], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.returncode == 0, out.stderr

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from merx.errors import MerxError
+from merx.errors import MerxError, MissingExtra
 from merx.executors.task import Outcome, Task
 
 #: Seconds cancelled tasks get to record their runs as interrupted.
@@ -21,8 +21,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise MerxError("--executor ray needs Ray, which is not installed",
-                        hint="pip install 'merx[ray]'") from None
+        raise MissingExtra("--executor ray", "Ray", "ray") from None
     return ray
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merx.errors import MerxError
+from merx.errors import MerxError, MissingExtra
 from merx.executors.task import Outcome, Task
 
 
@@ -21,8 +21,7 @@ def import_submitit():
     try:
         import submitit
     except ImportError:
-        raise MerxError("--executor slurm needs submitit, which is not installed",
-                        hint="pip install 'merx[slurm]'") from None
+        raise MissingExtra("--executor slurm", "submitit", "slurm") from None
     return submitit
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from merx.errors import MissingExtra
 from merx.store.errors import StoreError
 
 DEFAULT_DB = "results.db"
@@ -145,8 +146,10 @@ def create_store_engine(url: str, busy_timeout: float | None = None) -> sa.Engin
     return engine
 
 
-_DRIVER_PACKAGES = {"psycopg": "merx[postgres]", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
-                    "mysqldb": "mysqlclient", "asyncpg": "asyncpg"}
+#: Drivers a merx extra installs (a MissingExtra names it), and the packages of other drivers.
+_DRIVER_EXTRAS = {"psycopg": "postgres"}
+_DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "pymysql": "pymysql", "mysqldb": "mysqlclient",
+                    "asyncpg": "asyncpg"}
 
 
 def _create(url: sa.URL, **kwargs) -> sa.Engine:
@@ -155,7 +158,11 @@ def _create(url: sa.URL, **kwargs) -> sa.Engine:
         return sa.create_engine(url, **kwargs)
     except ImportError as exc:  # the driver module (psycopg, ...) is not installed
         shown = url.render_as_string(hide_password=True)
-        package = _DRIVER_PACKAGES.get(url.get_driver_name(), url.get_driver_name())
+        driver = url.get_driver_name()
+        if driver in _DRIVER_EXTRAS:
+            raise MissingExtra(f"the results database {shown}", f"the Python driver {driver!r}",
+                               _DRIVER_EXTRAS[driver]) from None
+        package = _DRIVER_PACKAGES.get(driver, driver)
         raise StoreError(f"the results database {shown} needs the Python driver {url.get_driver_name()!r}, which "
                          f"is not installed ({exc}). Install it: pip install '{package}'") from None
     except sa.exc.NoSuchModuleError:
