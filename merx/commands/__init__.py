@@ -14,5 +14,6 @@ MODULES = [
     "merx.commands.plugin",   # list-plugins, plugin new / check
     "merx.commands.config",   # config
     "merx.commands.db",       # db copy
-    "merx.commands.predict",  # predict, model export
+    "merx.commands.predict",  # predict
+    "merx.commands.model",    # model export
 ]

@@ -27,6 +27,13 @@ def json_option(help: str = "Print JSON instead of text."):
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
+def strict_option():
+    """``--strict``: a model plugin or package installed at another version than the run was
+    trained with is an error, not a warning (``merx predict``, ``merx model export``)."""
+    return click.option("--strict", is_flag=True, help="A plugin or model package whose installed version differs "
+                                                        "from the one trained with is an error, not a warning.")
+
+
 def experiment_argument(required: bool = True):
     """The experiment TOML file a command reads: the value is ``file``."""
     # A plain string: merx.config reads the file and names every problem (a folder, a missing or

@@ -1,4 +1,5 @@
-"""CLI commands that use a trained model: ``predict``, and ``model export`` (a portable model folder)."""
+"""``merx predict``: a trained run or an exported model folder on new songs (``merx model export``
+writes such a folder: ``merx.commands.model``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import sys
 
 import click
 
-from merx.commands.options import db_option
+from merx.commands.options import db_option, json_option, strict_option
 from merx.commands.output import clean, console, plain
 from merx.errors import UsageError
 
@@ -34,14 +35,13 @@ def _windows(ctx, param, value):
               help="Score N evenly spaced windows of the trained duration (all: cover the whole song) and "
                    "report their mean; default: the run's evaluation crop.")
 @click.option("--per-window", is_flag=True, help="Also print each window's values.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per forward pass (default: the run's).")
 @click.option("--cache-dir", metavar="DIR",
               help="Cache of spectrograms and text encodings (default: the run's; .merx/cache for a model folder).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
-@click.option("--strict", is_flag=True, help="A plugin or model package whose installed version differs from "
-                                             "the one trained with is an error, not a warning.")
+@strict_option()
 @db_option()
 def predict_cmd(source, paths, lyrics, lyrics_dir, songs_csv, windows, per_window, as_json, as_csv, batch_size,
                 cache_dir, device, strict, db):
@@ -152,30 +152,5 @@ def _print_failures(failures) -> None:
     console(stderr=True).print(t)
 
 
-@click.group("model")
-def model_group():
-    """Trained models as portable folders."""
-
-
-@model_group.command("export")
-@click.argument("run_id", metavar="RUN")
-@click.option("--model-dir", required=True, metavar="DIR", help="The folder to write (new or empty).")
-@click.option("--strict", is_flag=True, help="Refuse when an installed plugin's version differs from the run's.")
-@db_option()
-def export_cmd(run_id, model_dir, strict, db):
-    """Write a completed run's model as a self-contained folder: config, safetensors weights,
-    feature parameters with the dB reference, plugins with versions, and a model card (README.md).
-
-    merx predict DIR ... uses it on any machine with merx and the same plugins installed."""
-    from merx.inference import export_model
-    from merx.store import RunStore
-
-    folder = export_model(RunStore(db), run_id, model_dir, strict=strict)
-    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    click.echo(clean(f"wrote {folder} ({size / 1e6:.1f} MB): merx predict {folder} AUDIO... ; model card "
-                     f"{folder / 'README.md'}"))
-
-
 def attach(cli) -> None:
     cli.add_command(predict_cmd)
-    cli.add_command(model_group)
