@@ -613,3 +613,23 @@ def test_a_run_on_the_feature_bank_with_random_crops_masks_and_variants_resumes_
     assert a["metrics"] == b["metrics"]
     wa, wb = _weights(a["checkpoint_path"]), _weights(b["checkpoint_path"])
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_process_whose_run_was_resumed_elsewhere_records_neither_epochs_nor_its_end(any_db):
+    from merx.store.errors import RunTakenOver
+
+    store = RunStore(any_db)
+    run_id = _start(store)
+    store.add_epoch(run_id, 1, {"val_loss": 1.0})
+    # Reported lost and resumed by another process: reopen_run recorded that process's pid.
+    store.update_run(run_id, pid=os.getpid() + 1)
+    with pytest.raises(RunTakenOver, match=rf"run{run_id} is now run by pid {os.getpid() + 1} on .*no longer records"):
+        store.add_epoch(run_id, 2, {"val_loss": 0.5})
+    with pytest.raises(RunTakenOver):
+        store.finish_run(run_id, "failed", error="this process's view")
+    run = store.get_run(run_id)
+    assert sorted(run["epochs"]) == [1] and run["ended_at"] is None and run["error"] is None
+    store.update_run(run_id, pid=os.getpid())  # its own again: written as before
+    store.add_epoch(run_id, 2, {"val_loss": 0.5})
+    store.finish_run(run_id, "completed")
+    assert store.get_run(run_id)["status"] == "completed" and sorted(store.get_run(run_id)["epochs"]) == [1, 2]

@@ -36,3 +36,8 @@ class StoreCorrupt(StoreError):
 
 class StoreFull(StoreError):
     """A write failed for want of space: the disk is full or a file reached the size limit."""
+
+
+class RunTakenOver(StoreError):
+    """This process's run was reported lost and resumed by another process (``merx resume``):
+    this one's epochs and end are not written over the resumed run's."""

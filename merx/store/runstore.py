@@ -39,7 +39,7 @@ from merx.store.engine import (
     resolve_url,
     sqlite_file,
 )
-from merx.store.errors import RunNotFound, StoreError, StoreLocked
+from merx.store.errors import RunNotFound, RunTakenOver, StoreError, StoreLocked
 from merx.store.folders import run_folder_name, store_folder
 from merx.store.ids import format_run_id, parse_run_id
 from merx.store.liveness import is_lost, process_alive, this_host, with_liveness
@@ -142,6 +142,20 @@ class RunStore(ResultsDatabase):
             raise self._not_found(conn, run_id)
         return row
 
+    def _require_owned(self, conn: sa.Connection, run_id: int) -> sa.RowMapping:
+        """``_require``, and refused unless this process (host and pid) is the one recorded as
+        running the run: one whose run was reported lost and resumed by another process
+        (``reopen_run`` records the new one) must not write its epochs or its end over the
+        resumed run's. A row from before hosts and pids were recorded has none to check."""
+        row = self._require(conn, run_id)
+        if row["host"] and row["pid"] is not None and (row["host"], int(row["pid"])) != (this_host(), os.getpid()):
+            raise RunTakenOver(f"{format_run_id(run_id)} is now run by pid {row['pid']} on {row['host']} (resumed "
+                               f"there after it was reported lost); this process (pid {os.getpid()} on "
+                               f"{this_host()}) no longer records it",
+                               hint="stop this process; the resumed run goes on (merx show "
+                                    f"{format_run_id(run_id)})")
+        return row
+
     def _insert(self, table: sa.Table, run_id: int, rows: list[dict], duplicate: str) -> None:
         """Insert ``rows`` for an existing run in one transaction."""
         with self._transaction(write=True) as conn:
@@ -193,7 +207,7 @@ class RunStore(ResultsDatabase):
             return  # still backing off from the last lock
         try:
             with self._transaction(write=True) as conn:
-                written = self._pending.write(conn, self._require)
+                written = self._pending.write(conn, self._require_owned)
         except StoreLocked as exc:  # a lock held elsewhere, or a server gone for now (StoreUnreachable)
             self._pending.locked()
             why = "is locked by another process" if type(exc) is StoreLocked else "cannot be reached"
@@ -358,8 +372,8 @@ class RunStore(ResultsDatabase):
 
         def attempt() -> None:
             with self._transaction(write=True) as conn:
-                written = self._pending.write(conn, self._require)
-                started = datetime.fromisoformat(self._require(conn, run_id)["started_at"])
+                written = self._pending.write(conn, self._require_owned)
+                started = datetime.fromisoformat(self._require_owned(conn, run_id)["started_at"])
                 values = {"status": status, "ended_at": iso(ended),
                           "wall_seconds": round((ended - started).total_seconds(), 3)}
                 values.update({k: v for k, v in optional.items() if v is not None})
