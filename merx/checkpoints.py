@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -179,6 +180,14 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     return checkpoint
 
 
+def same_tower(recorded: str, current: str) -> bool:
+    """Whether a frozen tower's ``current`` identity is the one a checkpoint ``recorded``. A hub
+    model's identity has named its commit (``name@<sha>|...``) only since transformers 5 stopped
+    recording it; an identity recorded without one matches the same text with any commit."""
+    return recorded == current or ("@" not in recorded.split("|")[0]
+                                   and re.sub(r"@[0-9a-f]{40}(?=\|)", "", current, count=1) == recorded)
+
+
 def load_weights(model, path_or_checkpoint, map_location=None) -> dict:
     """Load a checkpoint's ``model`` weights into ``model`` (built with its pretrained frozen
     towers) and return the checkpoint. Only the frozen towers' keys may be missing, and only
@@ -190,7 +199,7 @@ def load_weights(model, path_or_checkpoint, map_location=None) -> dict:
     frozen = frozen_prefixes(model)
     recorded = ckpt.get("frozen") or {}
     for prefix, identity in recorded.items():
-        if prefix in frozen and frozen[prefix] != identity:
+        if prefix in frozen and not same_tower(identity, frozen[prefix]):
             raise RunError(f"{where} was trained on top of the frozen {prefix.rstrip('.')} {identity!r}, but this "
                            f"model's is {frozen[prefix]!r}: build the model from the run's own config", exit_code=1)
     try:

@@ -633,3 +633,34 @@ def test_a_process_whose_run_was_resumed_elsewhere_records_neither_epochs_nor_it
     store.add_epoch(run_id, 2, {"val_loss": 0.5})
     store.finish_run(run_id, "completed")
     assert store.get_run(run_id)["status"] == "completed" and sorted(store.get_run(run_id)["epochs"]) == [1, 2]
+
+
+def test_a_frozen_hub_tower_recorded_before_its_commit_was_named_still_loads_and_another_tower_does_not():
+    import torch
+
+    from merx.checkpoints import load_weights, trained_state
+    from merx.errors import RunError
+
+    class Tower(torch.nn.Module):
+        frozen = True
+
+        def __init__(self, identity):
+            super().__init__()
+            self.identity, self.layer = identity, torch.nn.Linear(2, 2)
+
+    class Model(torch.nn.Module):
+        def __init__(self, identity):
+            super().__init__()
+            self.text, self.head = Tower(identity), torch.nn.Linear(2, 1)
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    trained = Model("hub:org/bert 5.0|pooling=mean|max_length=128")  # as recorded before commits were named
+    ckpt = {"model": trained_state(trained), "frozen": {"text.": trained.text.identity}}
+    now = Model(f"hub:org/bert 5.0@{sha}|pooling=mean|max_length=128")
+    load_weights(now, ckpt)
+    assert torch.equal(now.head.weight, trained.head.weight)
+    with pytest.raises(RunError, match="trained on top of the frozen text"):
+        load_weights(Model(f"hub:org/other 5.0@{sha}|pooling=mean|max_length=128"), ckpt)
+    pinned = {**ckpt, "frozen": {"text.": f"hub:org/bert 5.0@{sha}|pooling=mean|max_length=128"}}
+    with pytest.raises(RunError, match="trained on top of the frozen text"):  # a named commit must match
+        load_weights(Model(f"hub:org/bert 5.0@{'f' * 40}|pooling=mean|max_length=128"), pinned)
