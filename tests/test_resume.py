@@ -633,6 +633,11 @@ def test_a_process_whose_run_was_resumed_elsewhere_records_neither_epochs_nor_it
     store.add_epoch(run_id, 2, {"val_loss": 0.5})
     store.finish_run(run_id, "completed")
     assert store.get_run(run_id)["status"] == "completed" and sorted(store.get_run(run_id)["epochs"]) == [1, 2]
+    # A store that never ran a run (a tool closing a dead worker's run) is no superseded runner.
+    other = _start(store)
+    store.update_run(other, pid=os.getpid() + 1)
+    RunStore(any_db).finish_run(other, "failed", error="closed by a tool")
+    assert store.get_run(other)["status"] == "failed"
 
 
 def test_a_frozen_hub_tower_recorded_before_its_commit_was_named_still_loads_and_another_tower_does_not():

@@ -215,7 +215,9 @@ def test_two_runs_writing_one_database_at_once_both_land(tmp_path, tiny_bert_dir
     assert invoke("prepare", exp).exit_code == 0
     procs = [_merx(["run", exp, "--set", f"seed={s}"], tmp_path) for s in (1, 2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    for seed, out in zip((1, 2), outs, strict=True):
+        print(f"--- merx run, seed {seed}:\n{out}")  # whole, in the report of a failure (an assert's is cut)
+    assert [p.returncode for p in procs] == [0, 0]
     store = RunStore(tmp_path / "results.db")
     runs = store.list_runs()
     assert sorted(r["seed"] for r in runs) == [1, 2]

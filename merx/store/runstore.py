@@ -104,6 +104,7 @@ class RunStore(ResultsDatabase):
         busy_timeout = resolve_busy_timeout(busy_timeout)
         self.final_wait = env_seconds(ENV_FINAL_WAIT, FINAL_WAIT_S) if final_wait is None else float(final_wait)
         self._pending = PendingEpochs()
+        self._running: set[int] = set()  # the runs this store started or reopened (see _require_owned)
         super().__init__(url_or_path, write=write, busy_timeout=busy_timeout)
         self.runs_dir = store_folder(self.engine.url, runs_dir)
 
@@ -148,7 +149,9 @@ class RunStore(ResultsDatabase):
         (``reopen_run`` records the new one) must not write its epochs or its end over the
         resumed run's. A row from before hosts and pids were recorded has none to check."""
         row = self._require(conn, run_id)
-        if row["host"] and row["pid"] is not None and (row["host"], int(row["pid"])) != (this_host(), os.getpid()):
+        # Only a run this store ran: another process may close a run it never ran (a tool marking
+        # a dead worker's run); what must not happen is a superseded runner writing over a resumed run.
+        if run_id in self._running and row["host"] and row["pid"] is not None and (row["host"], int(row["pid"])) != (this_host(), os.getpid()):
             raise RunTakenOver(f"{format_run_id(run_id)} is now run by pid {row['pid']} on {row['host']} (resumed "
                                f"there after it was reported lost); this process (pid {os.getpid()} on "
                                f"{this_host()}) no longer records it",
@@ -185,7 +188,9 @@ class RunStore(ResultsDatabase):
             device=None if device is None else str(device), versions_json=to_json(versions or {}),
             git_commit=git_commit, tags_json=to_json(list(tags or ())))
         with self._transaction(write=True) as conn:
-            return conn.execute(sa.insert(t.runs).values(**values)).inserted_primary_key[0]
+            run_id = conn.execute(sa.insert(t.runs).values(**values)).inserted_primary_key[0]
+        self._running.add(run_id)
+        return run_id
 
     def add_plugins(self, run_id: int, rows: list[dict]) -> None:
         """Record the plugins a run used: dicts with kind, name, origin, source, version
@@ -300,6 +305,7 @@ class RunStore(ResultsDatabase):
             check_resumable(row)
             self._set_run(conn, run_id, {"status": "running", "error": None, "ended_at": None, "wall_seconds": None,
                                          "host": this_host(), "pid": os.getpid(), "heartbeat_at": iso(now())})
+        self._running.add(run_id)
         return {**decode_run(row), "status": status}
 
     def drop_epochs_after(self, run_id: int, epoch: int) -> int:
