@@ -151,7 +151,8 @@ class RunStore(ResultsDatabase):
         row = self._require(conn, run_id)
         # Only a run this store ran: another process may close a run it never ran (a tool marking
         # a dead worker's run); what must not happen is a superseded runner writing over a resumed run.
-        if run_id in self._running and row["host"] and row["pid"] is not None and (row["host"], int(row["pid"])) != (this_host(), os.getpid()):
+        recorded = (row["host"], None if row["pid"] is None else int(row["pid"]))
+        if run_id in self._running and all(recorded) and recorded != (this_host(), os.getpid()):
             raise RunTakenOver(f"{format_run_id(run_id)} is now run by pid {row['pid']} on {row['host']} (resumed "
                                f"there after it was reported lost); this process (pid {os.getpid()} on "
                                f"{this_host()}) no longer records it",
