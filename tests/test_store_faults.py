@@ -464,3 +464,29 @@ def test_a_full_disk_mid_run_is_named_and_the_database_stays_intact(tmp_path):
         run = store.get_run(run_id)
         assert run["status"] == "completed" and sorted(run["epochs"]) == list(range(1, 21))
         assert run["prediction_count"] == 200
+
+
+def test_a_new_database_another_process_is_writing_is_switched_to_wal_once_it_may_be(tmp_path):
+    """Switching a database to WAL while another connection holds its write (RESERVED) lock gets
+    "locked" at once, without SQLite's busy handler: two runs opening a new results.db together
+    failed one of them now and then."""
+    db = tmp_path / "new.db"
+    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sqlite3, sys, time
+        con = sqlite3.connect({str(db)!r}, isolation_level=None)
+        con.execute("create table other (x)")
+        con.execute("begin immediate")  # the write lock, rollback journal: not WAL yet
+        print("reading", flush=True)
+        time.sleep(1.5)
+        con.execute("rollback")
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "reading"
+        started = time.monotonic()
+        store = RunStore(db, write=True)  # waits for the reader instead of failing at once
+        assert time.monotonic() - started > 0.5
+        assert store.list_runs() == []
+    finally:
+        reader.wait(timeout=30)
+    with sqlite3.connect(db) as con:
+        assert con.execute("pragma journal_mode").fetchone()[0] == "wal"

@@ -72,6 +72,26 @@ def env_seconds(name: str, default: float) -> float:
     return value
 
 
+def _journal_mode_wal(cur, timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL``, retried for up to ``timeout`` seconds while the database is
+    locked. Switching a new database to WAL needs it to itself, and SQLite answers "database is
+    locked" at once there, without its busy handler: two runs opening a new results.db together
+    failed one of them (about one time in fifty)."""
+    import sqlite3
+    import time
+
+    deadline, pause = time.monotonic() + timeout, 0.01
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
 def resolve_busy_timeout(seconds: float | None = None) -> float:
     """``seconds`` when given, else ``$MERX_DB_BUSY_TIMEOUT``, else 30."""
     return env_seconds(ENV_BUSY_TIMEOUT, BUSY_TIMEOUT_S) if seconds is None else float(seconds)
@@ -122,7 +142,8 @@ def create_store_engine(url: str, busy_timeout: float | None = None) -> sa.Engin
                          "exist. Check the path given to --db (or MERX_DB), or create the folder: "
                          f"mkdir -p {shlex.quote(str(folder))}")
     # pysqlite's timeout is SQLite's busy timeout: a locked database is retried this long.
-    engine = _create(parsed, connect_args={"timeout": resolve_busy_timeout(busy_timeout)})
+    timeout = resolve_busy_timeout(busy_timeout)
+    engine = _create(parsed, connect_args={"timeout": timeout})
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_conn, _record):
@@ -130,7 +151,7 @@ def create_store_engine(url: str, busy_timeout: float | None = None) -> sa.Engin
         # before DDL; SQLAlchemy's "begin" hook below takes over.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")  # readers and one writer proceed together
+        _journal_mode_wal(cur, timeout)  # readers and one writer proceed together
         # In WAL mode NORMAL survives any crash of the process (not a power cut mid-commit)
         # and spares an fsync per epoch.
         cur.execute("PRAGMA synchronous=NORMAL")
