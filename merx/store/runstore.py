@@ -1,4 +1,5 @@
-"""``RunStore``: what merx records about each run, written as it happens and read back later (reading in ``merx.store.reading``, statuses in ``merx.store.statuses``).
+"""``RunStore``: what merx records about each run, written as it happens and read back later
+(reading: ``merx.store.reading``; statuses: ``merx.store.statuses``).
 
 The rest lives beside it: which database is opened and how SQLite is set up for several
 processes, ``merx.store.engine``; opening, migrating and transactions, ``merx.store.database``
