@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from merx.checkpoints import RunCheckpoints, save_checkpoint
     from merx.config import load
-    from merx.pipeline import as_experiment, build, sample_batch
+    from merx.dry_run import sample_batch
+    from merx.pipeline import as_experiment, build
     from merx.plugins import get_registry
     from merx.train import Trainer, loss_fn
 

@@ -10,8 +10,6 @@ they convert once, and each stage below receives only its typed section."""
 
 from __future__ import annotations
 
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,10 +21,7 @@ from merx.data.failures import empty_split_message
 from merx.data.songs import Failure, SongTable
 from merx.errors import DiskFull, RunError
 from merx.interrupts import Terminated, sigterm_as_interrupt
-
-#: Lyrics for a dry run's forward pass: two lines of different length, so padding is exercised.
-SAMPLE_LYRICS = ("I walk alone down the empty road tonight",
-                 "Sunshine, sunshine on my face, and the whole town is singing along")
+from merx.provenance import git_commit, versions
 
 
 def as_experiment(cfg: dict | Experiment) -> Experiment:
@@ -171,79 +166,7 @@ def plugins_used(exp: Experiment, registry) -> list:
     return used
 
 
-def sample_batch(model, exp: Experiment, batch_size: int = 2) -> dict:
-    """A generated batch of the experiment's shapes (no data is read): a mel spectrogram on the
-    experiment's dB scale, and the text tower's tokens of :data:`SAMPLE_LYRICS`."""
-    import torch
-
-    from merx.features.crop import n_frames
-    from merx.models.contracts import running
-
-    batch = {}
-    if model.uses_audio:
-        g = torch.Generator().manual_seed(0)
-        shape = (batch_size, 1, exp.features.n_mels, n_frames(exp.features))
-        batch["mel"] = -exp.features.top_db * torch.rand(shape, generator=g)  # between the floor and 0 dB
-    if model.uses_text:
-        texts = [SAMPLE_LYRICS[i % len(SAMPLE_LYRICS)] for i in range(batch_size)]
-        tower = model.text_tower
-        # Tokens even for a frozen tower, so that the model runs the tower itself, under its checks.
-        with running(model.plugins.get("text"), "text tower", tower, "tokenize"):
-            tokens = tower.tokenize(texts)
-        batch.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-    return batch
-
-
-def dry_run(cfg: dict | Experiment) -> list:
-    """Build what a run builds, without data: the augmentations, then the model with its
-    architecture only (``pretrained=False``: no weights are loaded, so an experiment naming a hub
-    model works before it was ever downloaded), then ONE forward pass on :func:`sample_batch`.
-
-    Returns the parameter counts per part (``merx.models.params.ParamRow``). A plugin whose
-    code fails or returns the wrong shape raises ``PluginRuntimeError`` naming it."""
-    import torch
-
-    from merx.models.params import parameter_counts
-    from merx.plugins import get_registry
-
-    exp = as_experiment(cfg)
-    registry = get_registry()
-    build_augmentations(exp, registry)  # a missing WordNet or a bad mask width shows here too
-    model = build(exp, registry, pretrained=False).eval()
-    with torch.no_grad():
-        out = model(sample_batch(model, exp, 2))
-    if tuple(out.shape) != (2, exp.out_dim):
-        raise RunError(f"the model returned shape [{', '.join(map(str, out.shape))}] for a batch of 2; "
-                       f"a {exp.task} model must return [2, {exp.out_dim}]", exit_code=1)
-    return parameter_counts(model)
-
-
 # -- run ------------------------------------------------------------------------------------
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for dist in ("merx", "torch", "transformers", "tokenizers", "librosa", "numpy", "soundfile",
-                 "audiomentations", "nlpaug", "sqlalchemy"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, timeout=5).stdout.strip()
-    return out.stdout.strip() + ("-dirty" if dirty else "")
-
 
 def datasets(cfg: dict | Experiment, prepared: Prepared, model, device) -> dict:
     """``{"train", "validate", "test"}`` -> ``SongDataset``. Only "train" gets augmentations;

@@ -209,10 +209,11 @@ def test_report_escapes_names_in_the_page_and_draws_dollars_as_text(tmp_path):
 def test_dry_run_table_prints_the_experiment_name_literally(monkeypatch, capsys):
     from types import SimpleNamespace
 
+    import merx.dry_run
     from merx.commands import run
 
     row = SimpleNamespace(part="fusion", module="[b]Odd[/b]", total=10, trainable=5)
-    monkeypatch.setattr(run, "_parameter_rows", lambda cfg: [row])
+    monkeypatch.setattr(merx.dry_run, "dry_run", lambda cfg: [row])
     monkeypatch.setenv("COLUMNS", "200")
     run._print_dry_run({"name": NAME})
     out = visible(capsys.readouterr().out)

@@ -343,8 +343,8 @@ def test_a_fusion_returning_the_wrong_shape_fails_the_run_with_one_message_namin
 
 def test_dry_run_runs_one_forward_pass_and_names_a_plugin_that_fails_in_it(tmp_path, tiny_bert_dir):
     from merx.config import load
+    from merx.dry_run import dry_run
     from merx.errors import PluginRuntimeError
-    from merx.pipeline import dry_run
 
     plugin = _write_plugin(tmp_path, "lopsided.py", LOPSIDED_FUSION)
     exp = write_exp(tmp_path, tiny_bert_dir)

@@ -191,29 +191,15 @@ def _run_plan(plan, rerun, best_by, dry_run, db, settings):
         raise RunError(f"{len(result.failed)} of {plan.size} runs failed (merx runs --status failed)", exit_code=1)
 
 
-def _parameter_rows(cfg) -> list:
-    """Parameter counts per part of the model ``cfg`` builds: ``merx.pipeline.dry_run`` where
-    this merx has it (it also runs a forward pass), else built here."""
-    from merx import pipeline
-
-    if hasattr(pipeline, "dry_run"):
-        return pipeline.dry_run(cfg)
-    from merx.models.params import parameter_counts
-    from merx.plugins import get_registry
-
-    pipeline.build_augmentations(cfg)  # a missing WordNet or a bad mask width shows here too
-    # Counts depend on the architecture alone, so no weights are loaded: a dry run of an
-    # experiment using a hub model works before that model was ever downloaded.
-    return parameter_counts(pipeline.build(cfg, get_registry(), pretrained=False))
-
-
 def _print_dry_run(cfg) -> None:
     from rich.table import Table
 
     t = Table(title=plain(f"{cfg['name']}: parameters (architecture only, no weights loaded)"), title_justify="left")
     for col in ("part", "module", "total", "trainable"):
         t.add_column(col, justify="left" if col in ("part", "module") else "right")
-    for row in _parameter_rows(cfg):
+    from merx.dry_run import dry_run  # builds the model and runs one forward pass
+
+    for row in dry_run(cfg):
         t.add_row(plain(row.part), plain(row.module), f"{row.total:,}", f"{row.trainable:,}")
     console().print(t)
 
