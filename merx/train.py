@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from merx.checkpoints import RunCheckpoints, frozen_prefixes, load_weights, trained_state
-from merx.config import LR_PARTS, ConfigError
-from merx.config.settings import LearningRates, SchedulerSettings, TrainSettings
+from merx.config import ConfigError
+from merx.config.settings import TrainSettings
 from merx.data.songs import QUADRANTS
 
 # Device and seeding helpers live in merx.devices; re-exported so a run needs one import.
@@ -52,6 +52,7 @@ from merx.early_stopping import EarlyStopping
 from merx.errors import TrainingDiverged
 from merx.kernels import cudnn_autotune, forward_of, use_channels_last
 from merx.metrics import classification_metrics, quadrant_indices, regression_metrics
+from merx.optim import build_optimizer, build_scheduler  # re-exported: a run needs one import
 
 __all__ = ["Trainer", "FitResult", "TrainingDiverged", "evaluate", "loss_fn", "build_optimizer",
            "build_scheduler", "available_monitors", "to_device", "amp_settings", "deterministic_algorithms",
@@ -111,41 +112,6 @@ def available_monitors(task: str) -> list[str]:
     from merx.metrics import monitors
 
     return monitors(task)
-
-
-def build_optimizer(model: torch.nn.Module, lr: LearningRates, optimizer: str = "adam",
-                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """Adam or AdamW with one parameter group per non-empty part, each with its own lr."""
-    parts = model.parts()
-    unknown = sorted(set(parts) - set(LR_PARTS))
-    if unknown:
-        raise ValueError(f"model.parts() has unknown parts {unknown}; use {', '.join(LR_PARTS)}")
-    groups = [{"name": part, "params": list(parts[part]), "lr": lr.of(part)}
-              for part in LR_PARTS if parts.get(part)]
-    if not groups:
-        raise ValueError("model.parts() lists no trainable parameters: there is nothing to train")
-    # A trainable parameter outside every part would silently never change.
-    grouped = {id(p) for g in groups for p in g["params"]}
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in grouped]
-    if missing:
-        raise ValueError(f"{len(missing)} trainable parameters are in no part of model.parts() "
-                         f"(e.g. {', '.join(missing[:3])}): add them to a part, or freeze them "
-                         "with requires_grad_(False)")
-    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-    if optimizer not in optimizers:
-        raise ValueError(f"unknown optimizer {optimizer!r}: expected {' or '.join(optimizers)}")
-    return optimizers[optimizer](groups, weight_decay=weight_decay)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, scheduler: SchedulerSettings, epochs: int):
-    """StepLR, CosineAnnealingLR over all ``epochs``, or None; stepped once per epoch."""
-    if scheduler.name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=scheduler.step_size, gamma=scheduler.gamma)
-    if scheduler.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    if scheduler.name == "none":
-        return None
-    raise ValueError(f"unknown scheduler {scheduler.name!r}: expected step, cosine or none")
 
 
 # -- evaluation -----------------------------------------------------------------------------
